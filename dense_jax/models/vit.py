@@ -189,7 +189,7 @@ class VisionTransformer(nn.Module):
         reference uses (DINO/DINOv2/NeCo: 0.1, False; official DINOv2-reg hub: 0.0, True).
       drop_path_rate: stochastic depth, linearly increasing from 0 over the blocks.
       dtype: compute dtype (params always fp32).
-      n_last_blocks: how many final blocks ``last_blocks`` holds.
+      n_last_blocks: how many final blocks ``last_blocks`` holds (capped at depth).
       remat: rematerialise each block in the backward pass (memory for compute).
       attention_impl: ``jax.nn.dot_product_attention`` implementation (None, "xla", "cudnn").
     """
@@ -227,8 +227,8 @@ class VisionTransformer(nn.Module):
                  train: bool = False) -> dict[str, jax.Array]:
         batch, height, width, _ = images.shape
         p, dim = self.patch_size, self.embed_dim
-        if not 1 <= self.n_last_blocks <= self.depth:
-            raise ValueError(f"n_last_blocks must be in [1, {self.depth}], got {self.n_last_blocks}")
+        if self.n_last_blocks < 1:
+            raise ValueError(f"n_last_blocks must be >= 1, got {self.n_last_blocks}")
         if height % p or width % p:
             raise ValueError(f"image size {(height, width)} is not divisible by patch size {p}")
         gh, gw = height // p, width // p
@@ -261,7 +261,7 @@ class VisionTransformer(nn.Module):
             x, details = block_cls(self.num_heads, self.mlp_ratio, self.layerscale, float(rates[i]),
                                    self.dtype, return_details=last, attention_impl=self.attention_impl,
                                    name=f"block_{i}")(x, not train)
-            if i >= self.depth - self.n_last_blocks:
+            if i >= self.depth - min(self.n_last_blocks, self.depth):
                 kept.append(x)
         x = x.astype(jnp.float32)
         normed = norm(x)
