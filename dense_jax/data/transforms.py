@@ -1,0 +1,311 @@
+"""Multi-crop augmentation with crop geometry in original-image pixels, and eval transforms.
+
+PIL/NumPy, run on the host inside grain (jax-practices §6). Every view records its crop box
+(x1, y1, x2, y2) and horizontal flip in the original image's pixel frame, from which
+`patch_centers` gives CrOC/CrIBo token positions (croc.md §2, cribo.md §2) and
+`intersection_boxes` gives NeCo's `gc`/`all` ROI boxes (neco.md §1). All randomness comes
+from the `np.random.Generator` that grain hands to `random_map`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import grain
+import numpy as np
+from PIL import Image, ImageEnhance, ImageFilter, ImageOps
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+
+
+def sample_crop_box(rng: np.random.Generator, image_hw, scale, ratio=(3 / 4, 4 / 3)):
+    """torchvision `RandomResizedCrop.get_params` (croc.md §2 step 1) → (x1, y1, x2, y2) ints.
+
+    Up to 10 tries of area ~ U(scale)·H·W, log-uniform aspect w/h in `ratio`,
+    w = round(√(area·aspect)), h = round(√(area/aspect)), accepted if 0 < w ≤ W and 0 < h ≤ H,
+    then top ~ U{0..H−h}, left ~ U{0..W−w}; otherwise a centre crop with the aspect clamped
+    to `ratio`.
+    """
+    height, width = image_hw
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(log_ratio[0], log_ratio[1]))
+        w = int(round(math.sqrt(target_area * aspect)))
+        h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(rng.integers(0, height - h + 1))
+            left = int(rng.integers(0, width - w + 1))
+            return left, top, left + w, top + h
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        w, h = int(round(height * max(ratio))), height
+    else:
+        w, h = width, height
+    top, left = (height - h) // 2, (width - w) // 2
+    return left, top, left + w, top + h
+
+
+def _intersection_area(box, others):
+    """Area of box ∩ each of `others` (N, 4); 0 where they do not overlap."""
+    others = np.asarray(others, np.float64).reshape(-1, 4)
+    wh = np.minimum(box[2:], others[:, 2:]) - np.maximum(box[:2], others[:, :2])
+    return np.prod(np.clip(wh, 0.0, None), axis=1)
+
+
+def patch_centers(box, flip, grid):
+    """Centre (x, y) of each patch in original-image pixel-index coordinates (croc.md §2).
+
+    box: (..., 4) (x1, y1, x2, y2); flip: (...,) bool; grid: patches per side, int or (gh, gw).
+    x(p) = x1 + (p + ½)·w/gw − ½ and y(q) = y1 + (q + ½)·h/gh − ½, with p → gw−1−p for a
+    flipped view; returns (..., gh·gw, 2) float32 in row-major token order.
+    """
+    gh, gw = (int(grid), int(grid)) if np.ndim(grid) == 0 else grid
+    box = np.asarray(box, np.float64)
+    flip = np.asarray(flip, bool)
+    w = (box[..., 2] - box[..., 0])[..., None]
+    h = (box[..., 3] - box[..., 1])[..., None]
+    cols = np.arange(gw, dtype=np.float64)
+    cols = np.where(flip[..., None], gw - 1 - cols, cols)
+    xs = box[..., 0:1] + (cols + 0.5) * w / gw - 0.5                     # (..., gw)
+    ys = box[..., 1:2] + (np.arange(gh) + 0.5) * h / gh - 0.5            # (..., gh)
+    xx = np.broadcast_to(xs[..., None, :], xs.shape[:-1] + (gh, gw))
+    yy = np.broadcast_to(ys[..., :, None], ys.shape[:-1] + (gh, gw))
+    return np.stack([xx, yy], axis=-1).reshape(xs.shape[:-1] + (gh * gw, 2)).astype(np.float32)
+
+
+def intersection_boxes(boxes_a, sizes_a, boxes_b, sizes_b):
+    """NeCo's pairwise box records (neco.md §1 "Box records"), for unflipped square views.
+
+    boxes_*: (A, 4), (B, 4) crop boxes in original pixels; sizes_*: output side of each view
+    (scalar or per box). With I = box_a ∩ box_b, returns
+      in_a (A, B, 4): I in view a's resized pixel frame, (I − (x1_a, y1_a))·S_a/(w_a, h_a);
+      in_b (B, A, 4): the same region in view b's frame.
+    For NeCo, `gc, all = intersection_boxes(globals, S_g, all_views, S_v)`. Disjoint pairs
+    give a zero-area box at the clamped corner (ROI-align then returns zeros).
+    """
+    a = np.asarray(boxes_a, np.float64)
+    b = np.asarray(boxes_b, np.float64)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])                      # (A, B, 2)
+    rb = np.maximum(np.minimum(a[:, None, 2:], b[None, :, 2:]), lt)
+    inter = np.concatenate([lt, rb], axis=-1)                             # (A, B, 4)
+
+    def to_frame(boxes, sizes, region):
+        sizes = np.broadcast_to(np.asarray(sizes, np.float64), boxes.shape[:1])
+        origin = np.tile(boxes[:, None, :2], (1, 1, 2))
+        extent = np.tile(boxes[:, None, 2:] - boxes[:, None, :2], (1, 1, 2))
+        return ((region - origin) * sizes[:, None, None] / extent).astype(np.float32)
+
+    return to_frame(a, sizes_a, inter), to_frame(b, sizes_b, inter.transpose(1, 0, 2))
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiCropSpec:
+    """Per-image multi-crop recipe. Views are drawn in order globals, then locals.
+
+    Per view: crop (`sample_crop_box`, optional NeCo overlap constraint) → resize to size²
+    (`interpolation`, PIL) → horizontal flip (`flip_p`) → ColorJitter(`jitter`) with
+    probability `jitter_p` (random op order) → grayscale (`gray_p`) → PIL Gaussian blur,
+    radius ~ U(`blur_radius`) (`global_blur_p[i]` / `local_blur_p`) → solarize at 128
+    (`global_solarize_p[i]`) → ToTensor + mean/std.
+
+    min_overlap: NeCo's constraint (neco.md §1): each view after the first must overlap every
+      earlier global by more than int(min_overlap·H·W) pixels, doubled between globals.
+      Redrawn at most `max_tries` times, then the most-overlapping candidate is kept (the
+      reference loops forever; neco.md §8).
+    patch_size: when set, emit `<kind>_pos` patch centres on a (size // patch_size)² grid.
+    pair_boxes: emit NeCo's `gc` (n_g, n, 4) and `all` (n, n_g, 4) records (needs no flip).
+    """
+    n_global: int = 2
+    global_size: int = 224
+    global_scale: tuple = (0.25, 1.0)
+    n_local: int = 0
+    local_size: int = 96
+    local_scale: tuple = (0.05, 0.4)
+    ratio: tuple = (3 / 4, 4 / 3)
+    interpolation: str = "bicubic"
+    flip_p: float = 0.5
+    jitter: tuple = (0.4, 0.4, 0.2, 0.1)
+    jitter_p: float = 0.8
+    gray_p: float = 0.2
+    blur_radius: tuple = (0.1, 2.0)
+    global_blur_p: tuple = (1.0, 0.1)
+    local_blur_p: float = 0.5
+    global_solarize_p: tuple = (0.0, 0.2)
+    min_overlap: float | None = None
+    max_tries: int = 100
+    patch_size: int | None = None
+    pair_boxes: bool = False
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+
+    def __post_init__(self):
+        if len(self.global_blur_p) != self.n_global or len(self.global_solarize_p) != self.n_global:
+            raise ValueError("global_blur_p and global_solarize_p need one entry per global crop")
+        if self.interpolation not in _RESAMPLE:
+            raise ValueError(f"interpolation must be one of {sorted(_RESAMPLE)}")
+        if self.pair_boxes and self.flip_p > 0:
+            raise ValueError("pair_boxes records assume unflipped views (neco.md §1): "
+                             "set flip_p=0")
+
+
+def dino_spec(n_local: int = 8, global_scale=(0.4, 1.0), local_scale=(0.05, 0.4),
+              global_size: int = 224, local_size: int = 96) -> MultiCropSpec:
+    """DINO's DataAugmentationDINO: bicubic crops, flip 0.5, jitter (.4,.4,.2,.1) p .8,
+    grayscale .2, blur p 1.0 / 0.1 / 0.5 (global 1 / global 2 / locals), solarize .2 on global 2."""
+    return MultiCropSpec(n_global=2, global_size=global_size, global_scale=global_scale,
+                         n_local=n_local, local_size=local_size, local_scale=local_scale)
+
+
+def croc_spec(size: int = 224, patch_size: int = 16) -> MultiCropSpec:
+    """CrOC §2 (and CrIBo §2, identical): two bicubic 224² views, scale (0.25, 1), DINO
+    photometrics, no locals, plus per-patch positions."""
+    return MultiCropSpec(n_global=2, global_size=size, global_scale=(0.25, 1.0), n_local=0,
+                         patch_size=patch_size)
+
+
+cribo_spec = croc_spec  # cribo.md §2: "Identical to CrOC §2".
+
+
+def neco_spec(global_size: int = 518, local_size: int = 98, n_local: int = 4) -> MultiCropSpec:
+    """NeCo / Leopart §1: 2 global (scale .25–1) + 4 local (.05–.25) bilinear crops, overlap
+    constraint 1% (2% between globals), jitter (.8,.8,.8,.2) p .8, grayscale .2, blur p .5,
+    no flip, no solarize; emits the `gc`/`all` box records."""
+    return MultiCropSpec(
+        n_global=2, global_size=global_size, global_scale=(0.25, 1.0), n_local=n_local,
+        local_size=local_size, local_scale=(0.05, 0.25), interpolation="bilinear", flip_p=0.0,
+        jitter=(0.8, 0.8, 0.8, 0.2), global_blur_p=(0.5, 0.5), local_blur_p=0.5,
+        global_solarize_p=(0.0, 0.0), min_overlap=0.01, pair_boxes=True)
+
+
+def _adjust_hue(img: Image.Image, factor: float) -> Image.Image:
+    """torchvision's PIL hue shift: add factor·255 (wrapping uint8) to the HSV hue channel."""
+    h, s, v = img.convert("HSV").split()
+    shifted = (np.asarray(h, np.int32) + int(factor * 255)) % 256
+    return Image.merge("HSV", (Image.fromarray(shifted.astype(np.uint8), "L"), s, v)).convert("RGB")
+
+
+def _color_jitter(img: Image.Image, rng: np.random.Generator, jitter) -> Image.Image:
+    """torchvision ColorJitter on PIL: factors drawn first, ops applied in a random order."""
+    brightness, contrast, saturation, hue = jitter
+    ops = []
+    for strength, enhancer in ((brightness, ImageEnhance.Brightness),
+                               (contrast, ImageEnhance.Contrast),
+                               (saturation, ImageEnhance.Color)):
+        if strength > 0:
+            f = rng.uniform(max(0.0, 1.0 - strength), 1.0 + strength)
+            ops.append(lambda im, f=f, e=enhancer: e(im).enhance(f))
+        else:
+            ops.append(None)
+    ops.append((lambda im, f=rng.uniform(-hue, hue): _adjust_hue(im, f)) if hue > 0 else None)
+    for i in rng.permutation(4):
+        if ops[i] is not None:
+            img = ops[i](img)
+    return img
+
+
+class MultiCropTransform(grain.transforms.RandomMap):
+    """grain RandomMap: {"image": uint8 (H, W[, 3])} → views + geometry (see `MultiCropSpec`).
+
+    Output (other input keys pass through): `global` (n_g, S, S, 3) float32 normalised,
+    `global_box` (n_g, 4) float32 (x1, y1, x2, y2) original pixels, `global_flip` (n_g,) bool,
+    the same three `local*` keys when n_local > 0, `image_hw` (2,) int32, and optionally
+    `<kind>_pos` (n, g², 2) and NeCo's `gc`/`all`.
+    """
+
+    def __init__(self, spec: MultiCropSpec):
+        self.spec = spec
+
+    def _view(self, img, box, size, blur_p, solarize_p, rng):
+        sp = self.spec
+        view = img.crop(box).resize((size, size), _RESAMPLE[sp.interpolation])
+        flip = bool(rng.random() < sp.flip_p)
+        if flip:
+            view = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        if rng.random() < sp.jitter_p:
+            view = _color_jitter(view, rng, sp.jitter)
+        if rng.random() < sp.gray_p:
+            view = view.convert("L").convert("RGB")
+        if rng.random() < blur_p:
+            view = view.filter(ImageFilter.GaussianBlur(radius=rng.uniform(*sp.blur_radius)))
+        if rng.random() < solarize_p:
+            view = ImageOps.solarize(view, threshold=128)
+        arr = np.asarray(view, np.float32) / 255.0
+        return (arr - np.float32(sp.mean)) / np.float32(sp.std), flip
+
+    def _crop_box(self, index, image_hw, scale, boxes, rng):
+        sp = self.spec
+        prior = boxes[:min(index, sp.n_global)]
+        if sp.min_overlap is None or not prior:
+            return sample_crop_box(rng, image_hw, scale, sp.ratio)
+        threshold = int(image_hw[0] * image_hw[1] * sp.min_overlap)
+        if index < sp.n_global:
+            threshold *= 2
+        best, best_overlap = None, -1.0
+        for _ in range(sp.max_tries):
+            box = sample_crop_box(rng, image_hw, scale, sp.ratio)
+            overlap = _intersection_area(np.asarray(box, np.float64), prior).min()
+            if overlap > threshold:
+                return box
+            if overlap > best_overlap:
+                best, best_overlap = box, overlap
+        return best
+
+    def random_map(self, element, rng: np.random.Generator):
+        sp = self.spec
+        image = np.asarray(element["image"])
+        img = Image.fromarray(image).convert("RGB")
+        image_hw = image.shape[:2]
+        kinds = ([("global", i) for i in range(sp.n_global)]
+                 + [("local", i) for i in range(sp.n_local)])
+        boxes, views, flips = [], [], []
+        for index, (kind, i) in enumerate(kinds):
+            is_global = kind == "global"
+            box = self._crop_box(index, image_hw,
+                                 sp.global_scale if is_global else sp.local_scale, boxes, rng)
+            view, flip = self._view(
+                img, box, sp.global_size if is_global else sp.local_size,
+                sp.global_blur_p[i] if is_global else sp.local_blur_p,
+                sp.global_solarize_p[i] if is_global else 0.0, rng)
+            boxes.append(box)
+            views.append(view)
+            flips.append(flip)
+
+        out = {k: v for k, v in element.items() if k != "image"}
+        out["image_hw"] = np.asarray(image_hw, np.int32)
+        box_arr = np.asarray(boxes, np.float32)
+        flip_arr = np.asarray(flips, bool)
+        for kind, sl, size in (("global", slice(0, sp.n_global), sp.global_size),
+                               ("local", slice(sp.n_global, None), sp.local_size)):
+            if not views[sl]:
+                continue
+            out[kind] = np.stack(views[sl])
+            out[f"{kind}_box"] = box_arr[sl]
+            out[f"{kind}_flip"] = flip_arr[sl]
+            if sp.patch_size is not None:
+                out[f"{kind}_pos"] = patch_centers(box_arr[sl], flip_arr[sl], size // sp.patch_size)
+        if sp.pair_boxes:
+            sizes = [sp.global_size] * sp.n_global + [sp.local_size] * sp.n_local
+            out["gc"], out["all"] = intersection_boxes(
+                box_arr[:sp.n_global], sizes[:sp.n_global], box_arr, sizes)
+        return out
+
+
+def eval_transform(image, mask=None, size=448, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """Evaluation preprocessing (evaluation.md): squash to size (int or (h, w)), image bilinear
+    (PIL, antialiased), mask nearest, then mean/std. Returns (image float32 (h, w, 3), mask)."""
+    h, w = (int(size), int(size)) if np.ndim(size) == 0 else size
+    img = Image.fromarray(np.asarray(image)).convert("RGB")
+    img = img.resize((w, h), Image.Resampling.BILINEAR)
+    arr = (np.asarray(img, np.float32) / 255.0 - np.float32(mean)) / np.float32(std)
+    if mask is None:
+        return arr, None
+    mask = np.asarray(mask)
+    as_pil = mask if mask.dtype == np.uint8 else mask.astype(np.int32)   # PIL "L" or "I"
+    resized = Image.fromarray(as_pil).resize((w, h), Image.Resampling.NEAREST)
+    return arr, np.asarray(resized).astype(mask.dtype)
