@@ -1,0 +1,82 @@
+"""Projection heads of the SSL methods (croc.md §6 "Head", cribo.md §6).
+
+`DINOHead` = `ProjectionMLP` (Linear → GELU → ... → Linear to the bottleneck, no BN) →
+L2 normalisation → `WeightNormLinear` (bias-free, weight-normalised per output unit). CrOC
+and CrIBo share one MLP between a CLS last layer and an object last layer; they compose the
+same two pieces. Parameters are fp32 and carry logical axis names like the backbone's.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_trunc02 = nn.initializers.truncated_normal(stddev=0.02)
+
+
+def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
+    """torch `F.normalize(x, dim=-1)`: x / max(‖x‖, eps)."""
+    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+class ProjectionMLP(nn.Module):
+    """`nlayers` linears (trunc-normal σ .02, zero bias) with exact GELU between them."""
+    hidden_dim: int = 2048
+    bottleneck_dim: int = 256
+    nlayers: int = 3
+
+    @nn.compact
+    def __call__(self, x):
+        widths = [self.hidden_dim] * (max(self.nlayers, 1) - 1) + [self.bottleneck_dim]
+        names = ("embed", "mlp")
+        for i, width in enumerate(widths):
+            x = nn.Dense(width, kernel_init=nn.with_logical_partitioning(_trunc02, names),
+                         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, names[1:]),
+                         name=f"fc{i + 1}")(x)
+            if i < len(widths) - 1:
+                x = nn.gelu(x, approximate=False)
+            names = names[::-1]  # alternate so that consecutive layers shard compatibly
+        return x
+
+
+def _torch_linear_init(key, shape, dtype=jnp.float32):
+    """PyTorch nn.Linear default weight init, U(±1/√fan_in), for an (in, out) kernel."""
+    bound = 1.0 / np.sqrt(shape[0])
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+class WeightNormLinear(nn.Module):
+    """Bias-free linear with torch `weight_norm`: W[:, o] = g_o · V[:, o] / ‖V[:, o]‖.
+
+    g is initialised to 1; with ``norm_last_layer`` it is frozen at 1 (DINO), so it is not a
+    parameter at all. g has shape (1, out) so that, like the reference's (out, 1), it is
+    weight-decayed when trained.
+    """
+    features: int
+    norm_last_layer: bool = True
+
+    @nn.compact
+    def __call__(self, x):
+        v = self.param("kernel", nn.with_logical_partitioning(_torch_linear_init, ("embed", "vocab")),
+                       (x.shape[-1], self.features))
+        w = v / jnp.linalg.norm(v, axis=0, keepdims=True)
+        if not self.norm_last_layer:
+            w = w * self.param("g", nn.with_logical_partitioning(nn.initializers.ones, (None, "vocab")),
+                               (1, self.features))
+        return x @ w
+
+
+class DINOHead(nn.Module):
+    """DINO head: MLP → L2-normalise → weight-normalised last layer (croc.md §6)."""
+    out_dim: int
+    hidden_dim: int = 2048
+    bottleneck_dim: int = 256
+    nlayers: int = 3
+    norm_last_layer: bool = True
+
+    @nn.compact
+    def __call__(self, x):
+        x = ProjectionMLP(self.hidden_dim, self.bottleneck_dim, self.nlayers, name="mlp")(x)
+        return WeightNormLinear(self.out_dim, self.norm_last_layer, name="last_layer")(l2_normalize(x))

@@ -1,0 +1,214 @@
+"""Differentiable sorting networks (neco.md §4): a gather + scan port of diffsort 0.2.0.
+
+``soft_sort`` follows diffsort's convention: for ``x`` of shape ``(..., n)`` it returns
+``(x_sorted, P)`` with ``P`` of shape ``(..., n, n)``, ``x_sorted = x @ P`` and
+``P[..., j, k]`` the probability that element ``j`` lands at ascending rank ``k``.
+
+A network layer is stored as four ``(n,)`` tables indexed by *output* wire ``w``
+(neco.md §4, "JAX formulation"): the comparator inputs ``A[w] <= B[w]``, whether ``w`` takes
+the comparator's min (``MIN``) and whether it passes through unchanged (``PASS``, with
+``A = B = w``). Since ``{A[w], B[w]}`` is ``w`` plus its partner, each layer needs a single
+gather of the partner wire and an elementwise blend; that permutation is an involution, so
+its transpose (for the backward pass) is the same gather rather than a scatter-add.
+
+Internally the wire axis is leading (``P`` is kept as ``(wire, row, element)``): the gathers
+then move contiguous slabs, which is much faster on CPU than gathering the minor axis.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+NETWORKS = ("bitonic", "odd_even")
+RELAXATIONS = ("cauchy", "logistic", "logistic_phi", "gaussian", "reciprocal", "optimal")
+
+
+class _LayerBuilder:
+    """Collects one layer's comparators into per-output-wire tables."""
+
+    def __init__(self, n: int):
+        self.a = np.full(n, -1, np.int32)
+        self.b = np.full(n, -1, np.int32)
+        self.is_min = np.zeros(n, bool)
+        self.is_pass = np.zeros(n, bool)
+
+    def comparator(self, a: int, b: int, min_wire: int) -> None:
+        max_wire = b if min_wire == a else a
+        for w, is_min in ((min_wire, True), (max_wire, False)):
+            self.a[w], self.b[w], self.is_min[w] = a, b, is_min
+
+    def passthrough(self, w: int) -> None:
+        self.a[w] = self.b[w] = w
+        self.is_pass[w] = True
+
+    def finish(self) -> tuple[np.ndarray, ...]:
+        for w in np.flatnonzero(self.a < 0):  # wires that no comparator touched
+            self.passthrough(int(w))
+        return self.a, self.b, self.is_min, self.is_pass
+
+
+def _bitonic_layers(n: int) -> list[tuple[np.ndarray, ...]]:
+    """Bitonic network; the top ``p = 2^k - n`` padded wires are virtual (neco.md §4)."""
+    k = math.ceil(math.log2(n))
+    p = 2**k - n
+    layers = []
+    for s in range(k):
+        for t in range(s + 1):
+            m = 2 ** (s - t)
+            layer = _LayerBuilder(n)
+            for i in range(2**k):
+                if i % (2 * m) >= m:
+                    continue
+                j = i + m
+                if i >= p:  # both wires real
+                    descending = (i // 2 ** (s + 1)) % 2 == 1
+                    layer.comparator(i - p, j - p, min_wire=(j if descending else i) - p)
+                elif j >= p:  # only the upper wire is real: it passes through
+                    layer.passthrough(j - p)
+            layers.append(layer.finish())
+    return layers
+
+
+def _odd_even_layers(n: int) -> list[tuple[np.ndarray, ...]]:
+    """Odd-even transposition network: ``n`` layers of ascending (i, i+1) comparators."""
+    layers = []
+    for ell in range(n):
+        layer = _LayerBuilder(n)
+        for i in range(ell % 2, n - 1, 2):
+            layer.comparator(i, i + 1, min_wire=i)
+        layers.append(layer.finish())
+    return layers
+
+
+@functools.lru_cache(maxsize=None)
+def network_tables(network: str, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(A, B, MIN, PASS)``, each of shape ``(D, n)``, for ``network`` on ``n`` wires."""
+    if n < 2:
+        raise ValueError(f"sorting needs n >= 2, got {n}")
+    if network == "bitonic":
+        layers = _bitonic_layers(n)
+    elif network == "odd_even":
+        layers = _odd_even_layers(n)
+    else:
+        raise ValueError(f"unknown sorting network {network!r}; expected one of {NETWORKS}")
+    tables = tuple(np.stack(column) for column in zip(*layers))
+    for table in tables:
+        table.setflags(write=False)
+    return tables
+
+
+@functools.lru_cache(maxsize=None)
+def _scan_tables(network: str, n: int) -> tuple[np.ndarray, ...]:
+    """Per-wire ``(partner, is_lower, keeps_alpha, PASS)`` derived from the §4 tables.
+
+    ``is_lower``: the wire is the comparator's input ``a``; ``keeps_alpha``: the wire's own
+    value gets weight ``alpha`` (true exactly when ``is_lower == MIN``).
+    """
+    a, b, is_min, is_pass = network_tables(network, n)
+    is_lower = a == np.arange(n)
+    partner = np.where(is_lower, b, a).astype(np.int32)
+    return partner, is_lower, is_lower == is_min, is_pass
+
+
+def _swap_weight(d, relaxation: str, steepness, art_lambda):
+    """alpha = f(steepness * d), d = x_b - x_a: the weight of ``x_a`` in the min (neco.md §4)."""
+    v = steepness * d
+    if relaxation == "cauchy":
+        return jnp.arctan(v) / jnp.pi + 0.5
+    if relaxation == "logistic":
+        return jax.nn.sigmoid(v)
+    if relaxation == "logistic_phi":
+        return jax.nn.sigmoid(v / (jnp.abs(d) + 1e-10) ** art_lambda)
+    if relaxation == "gaussian":
+        return jax.scipy.special.ndtr(v)
+    if relaxation == "reciprocal":
+        return 0.5 * (v / (2.0 + jnp.abs(v)) + 1.0)
+    if relaxation == "optimal":
+        tail = 1.0 / (16.0 * jnp.maximum(jnp.abs(v), 0.25))  # clamped: both branches stay finite
+        return jnp.where(v > 0.25, 1.0 - tail, jnp.where(v < -0.25, tail, v + 0.5))
+    raise ValueError(f"unknown relaxation {relaxation!r}; expected one of {RELAXATIONS}")
+
+
+@jax.custom_vjp
+def _take_partner(y, partner):
+    """``y[partner]`` along axis 0, where ``partner`` is an involution."""
+    return jnp.take(y, partner, axis=0, mode="clip")
+
+
+def _take_partner_fwd(y, partner):
+    return _take_partner(y, partner), partner
+
+
+def _take_partner_bwd(partner, g):
+    return _take_partner(g, partner), None  # an involution is its own transpose
+
+
+_take_partner.defvjp(_take_partner_fwd, _take_partner_bwd)
+
+
+def _sort_wire_major(values, tables, relaxation, steepness, art_lambda):
+    """Runs the network on ``values`` of shape ``(n, rows)``; returns it and P ``(n, rows, n)``."""
+    n, rows = values.shape
+
+    @jax.checkpoint
+    def layer(carry, table):
+        values, perm = carry
+        partner, is_lower, keeps_alpha, passes = table
+        is_lower, keeps_alpha, passes = is_lower[:, None], keeps_alpha[:, None], passes[:, None]
+        other = _take_partner(values, partner)
+        alpha = _swap_weight(jnp.where(is_lower, other - values, values - other),
+                             relaxation, steepness, art_lambda)
+        own = jnp.where(passes, 1.0, jnp.where(keeps_alpha, alpha, 1.0 - alpha))
+        cross = jnp.where(passes, 0.0, jnp.where(keeps_alpha, 1.0 - alpha, alpha))
+        values = own * values + cross * other
+        perm = own[..., None] * perm + cross[..., None] * _take_partner(perm, partner)
+        return (values, perm), None
+
+    eye = jnp.broadcast_to(jnp.eye(n, dtype=values.dtype)[:, None, :], (n, rows, n))
+    (values, perm), _ = lax.scan(layer, (values, eye), tuple(map(jnp.asarray, tables)))
+    return values, perm
+
+
+@functools.partial(jax.jit, static_argnames=("network", "relaxation", "row_chunk"))
+def soft_sort(x, network: str = "bitonic", relaxation: str = "cauchy", steepness=100.0,
+              art_lambda=0.25, row_chunk: int | None = None):
+    """Differentiable ascending sort of the last axis, as diffsort 0.2.0 (neco.md §4).
+
+    Args:
+      x: ``(..., n)`` values, sorted as independent rows; computed in at least float32.
+      network: ``"bitonic"`` or ``"odd_even"``.
+      relaxation: the swap relaxation f, one of ``RELAXATIONS`` (diffsort's ``distribution``).
+      steepness: inverse temperature beta; ``beta -> inf`` gives a hard sort.
+      art_lambda: lambda of ``logistic_phi`` (unused by the other relaxations).
+      row_chunk: if set, rows go through the network ``row_chunk`` at a time (``lax.map``),
+        each chunk rematerialised in the backward pass. Bounds the per-layer residuals to
+        ``row_chunk`` rows, and keeps a chunk in cache on CPU; ``None`` sorts all at once.
+
+    Returns:
+      ``(x_sorted, P)``: ``x_sorted = x @ P`` of shape ``(..., n)`` and the doubly stochastic
+      ``P`` of shape ``(..., n, n)``, rows indexing elements and columns ascending ranks.
+    """
+    x = jnp.asarray(x)
+    x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    *batch, n = x.shape
+    rows = math.prod(batch)
+    tables = _scan_tables(network, n)
+    sort = functools.partial(_sort_wire_major, tables=tables, relaxation=relaxation,
+                             steepness=steepness, art_lambda=art_lambda)
+    x = x.reshape(rows, n)
+    if row_chunk is None or row_chunk >= rows:
+        values, perm = sort(x.T)
+        x_sorted, perm = values.T, jnp.transpose(perm, (1, 2, 0))
+    else:
+        pad = -rows % row_chunk
+        chunks = jnp.pad(x, ((0, pad), (0, 0))).reshape(-1, row_chunk, n)
+        values, perm = lax.map(jax.checkpoint(sort), jnp.swapaxes(chunks, 1, 2))
+        x_sorted = jnp.swapaxes(values, 1, 2).reshape(-1, n)[:rows]
+        perm = jnp.transpose(perm, (0, 2, 3, 1)).reshape(-1, n, n)[:rows]
+    return x_sorted.reshape(*batch, n), perm.reshape(*batch, n, n)
