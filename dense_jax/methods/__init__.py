@@ -26,7 +26,9 @@ import importlib
 from types import ModuleType
 from typing import Any
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections as mlc
 
 from dense_jax import models
@@ -58,6 +60,12 @@ def backbone(config: mlc.ConfigDict) -> models.VisionTransformer:
     """The ViT of `config.model` (student: ``train=True``; teacher: ``train=False``, no drop path)."""
     overrides = {k: v for k, v in config.model.items() if k != "variant"}
     return models.create(config.model.variant, **overrides)
+
+
+def init_head(config: mlc.ConfigDict, head: nn.Module, rng: jax.Array) -> Any:
+    """Boxed params of `head` on features of the backbone's width (``embed_dim``)."""
+    features = jnp.zeros((1, backbone(config).embed_dim), jnp.float32)
+    return head.init(rng, features)["params"]
 
 
 def param_groups(params: Any) -> Any:

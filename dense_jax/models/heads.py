@@ -8,6 +8,8 @@ same two pieces. Parameters are fp32 and carry logical axis names like the backb
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -26,6 +28,7 @@ class ProjectionMLP(nn.Module):
     hidden_dim: int = 2048
     bottleneck_dim: int = 256
     nlayers: int = 3
+    dtype: Any = jnp.float32  # matmul compute dtype; params and the output stay float32
 
     @nn.compact
     def __call__(self, x):
@@ -34,11 +37,11 @@ class ProjectionMLP(nn.Module):
         for i, width in enumerate(widths):
             x = nn.Dense(width, kernel_init=nn.with_logical_partitioning(_trunc02, names),
                          bias_init=nn.with_logical_partitioning(nn.initializers.zeros, names[1:]),
-                         name=f"fc{i + 1}")(x)
+                         dtype=self.dtype, name=f"fc{i + 1}")(x)
             if i < len(widths) - 1:
                 x = nn.gelu(x, approximate=False)
             names = names[::-1]  # alternate so that consecutive layers shard compatibly
-        return x
+        return x.astype(jnp.float32)
 
 
 def _torch_linear_init(key, shape, dtype=jnp.float32):

@@ -87,7 +87,7 @@ class Attention(nn.Module):
     """Multi-head self-attention with a fused qkv projection ([q | k | v], heads-major)."""
     num_heads: int
     dtype: Dtype
-    return_details: bool = False  # materialise probabilities and q/k/v (last block only)
+    return_details: bool = False  # also return q/k/v and the CLS attention row (last block)
     implementation: str | None = None  # jax.nn.dot_product_attention backend
 
     @nn.compact
@@ -97,15 +97,12 @@ class Attention(nn.Module):
         qkv = _dense(3 * dim, ("embed", "qkv"), self.dtype, "qkv")(x)
         qkv = qkv.reshape(batch, tokens, 3, self.num_heads, head_dim)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, T, H, hd)
+        out = jax.nn.dot_product_attention(q, k, v, implementation=self.implementation)
         details = {}
-        if self.return_details:
-            logits = jnp.einsum("bqhd,bkhd->bhqk", q * head_dim ** -0.5, k,
+        if self.return_details:  # only the CLS query's row: O(T), not the (T, T) matrix
+            logits = jnp.einsum("bhd,bkhd->bhk", q[:, 0] * head_dim ** -0.5, k,
                                 preferred_element_type=jnp.float32)
-            probs = jax.nn.softmax(logits, axis=-1)
-            out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
-            details = {"probs": probs, "q": q, "k": k, "v": v}
-        else:
-            out = jax.nn.dot_product_attention(q, k, v, implementation=self.implementation)
+            details = {"cls_probs": jax.nn.softmax(logits, axis=-1), "q": q, "k": k, "v": v}
         out = out.reshape(batch, tokens, dim)
         return _dense(dim, ("qkv", "embed"), self.dtype, "proj")(out), details
 
@@ -273,7 +270,6 @@ class VisionTransformer(nn.Module):
             t = jnp.concatenate([t[:, :1], t[:, first_patch:]], axis=1)
             return t.transpose(0, 2, 1, 3)
 
-        probs = details["probs"]
         return {
             "cls": normed[:, 0],
             "patch": grid(normed),
@@ -282,7 +278,7 @@ class VisionTransformer(nn.Module):
             "q": drop_registers(details["q"]),
             "k": drop_registers(details["k"]),
             "v": drop_registers(details["v"]),
-            "attn_cls": probs[:, :, 0, first_patch:].reshape(batch, self.num_heads, gh, gw),
+            "attn_cls": details["cls_probs"][:, :, first_patch:].reshape(batch, self.num_heads, gh, gw),
             "last_blocks": jnp.stack([grid(norm(t.astype(jnp.float32))) for t in kept]),
         }
 

@@ -341,8 +341,10 @@ def test_pascal_context(tmp_path):
 # ---------------------------------------------------------------------------- DAVIS
 
 
-def test_davis_sequences(tmp_path):
-    davis = tmp_path / "DAVIS"
+def _davis(root):
+    """DAVIS/ with val = bear (3 frames, objects 1, 2 and void) and blackswan (one mis-sized
+    annotation); train lists a sequence without frames."""
+    davis = root / "DAVIS"
     for seq, n in (("bear", 3), ("blackswan", 2)):
         for t in range(n):
             _jpg(davis / "JPEGImages" / "480p" / seq / f"{t:05d}.jpg", seed=t)
@@ -351,6 +353,11 @@ def test_davis_sequences(tmp_path):
                  _mask(0, 1, 2, 255, w=w), palette=True)
     _lines(davis / "ImageSets" / "2017" / "val.txt", ["bear", "blackswan"])
     _lines(davis / "ImageSets" / "2017" / "train.txt", ["dogs-jump"])
+    return davis
+
+
+def test_davis_sequences(tmp_path):
+    davis = _davis(tmp_path)
     val = seg.DAVIS2017(tmp_path, "val")
     assert val.ids == ("bear",) and "blackswan" in dict(val.skipped)
     sample = val[0]

@@ -1,0 +1,75 @@
+"""Shared training defaults (architecture.md "configs"; jax-practices §1).
+
+`base()` returns every field the trainer reads, with DINO's values (croc.md §1/§7,
+cribo.md §1/§7); a paper config starts from it and overrides what differs, and adds its
+method's own section (e.g. ``config.dino``). Everything the code reads has a default here,
+so the code never calls ``config.get(key, default)``.
+"""
+
+from __future__ import annotations
+
+import ml_collections as mlc
+
+
+def base() -> mlc.ConfigDict:
+    """Defaults shared by every SSL config."""
+    c = mlc.ConfigDict()
+    c.method = "dino"
+    c.seed = 0
+    c.multihost = False  # call jax.distributed.initialize() in main() (TPU pods, SLURM)
+    c.resume = ""  # checkpoint directory of another run: full state + data iterator
+    # Backbone init, params only: a weights file (.pth/.safetensors/.npz) or another dense_jax
+    # run's workdir/checkpoint directory (its latest teacher backbone).
+    c.init_from = ""
+    c.init_from_select = ""  # wrapper key inside a weights file ("teacher", "student"); "" = auto
+    c.init_from_ignore = ()  # regexes of weights-file keys allowed to stay unused
+    c.init_from_hint = ""  # shown when init_from is missing: what to run or download first
+
+    # Backbone: `variant` names a registry entry; every other key overrides a
+    # VisionTransformer attribute for the student (the teacher gets no stochastic depth).
+    c.model = mlc.ConfigDict(dict(variant="dino_vits16", drop_path_rate=0.1, dtype="float32"))
+
+    # Mesh ('data', 'model'); -1 takes the remaining devices. fsdp shards "embed" over 'data'.
+    c.mesh = mlc.ConfigDict(dict(shape=(-1, 1), fsdp=False))
+
+    c.data = mlc.ConfigDict(dict(
+        source="folder",  # "scenes" | "folder" | "tfds"
+        name="coco",  # selects the download hint for a missing folder dataset
+        root="",  # folder datasets: directory holding `folders`
+        folders=("train2017",),  # sub-folders listed recursively (flat or class layout)
+        tfds_name="",  # tfds: builder name, e.g. "imagenet2012"
+        tfds_data_dir="",  # tfds: data_dir ("" = TFDS default)
+        split="train",
+        num_examples=0,  # scenes: dataset size (0 = the split's default)
+        image_size=(224, 224),  # scenes: rendered (H, W)
+        batch_size=256,  # global batch over all hosts
+        workers=0,  # grain worker processes per host (0 = in-process)
+        max_consecutive_bad=32,  # unreadable files skipped in a row before giving up
+        max_bad_fraction=0.01,  # stop when more than this fraction of read images failed
+    ))
+
+    # Multi-crop recipe: fields of dense_jax.data.transforms.MultiCropSpec.
+    c.crops = mlc.ConfigDict(dict(n_global=2, global_size=224, global_scale=(0.25, 1.0),
+                                  n_local=0, local_size=96, local_scale=(0.05, 0.4)))
+
+    # DINO optimisation (croc.md §7): lr is per 256 images, scaled by batch_size / 256.
+    c.optim = mlc.ConfigDict(dict(
+        lr=5e-4, scale_lr_by_batch=True, min_lr=1e-6, warmup_epochs=10,
+        weight_decay=0.04, weight_decay_end=0.4,
+        clip_grad=3.0,  # per-tensor norm clipping; 0 disables
+        freeze_last_layer=1,  # epochs during which the "last_layer" group is not updated
+        b1=0.9, b2=0.999, eps=1e-8,
+        # Learning-rate factor per parameter group (labels from the method's param_groups).
+        lr_scale=mlc.ConfigDict(dict(backbone=1.0, head=1.0, last_layer=1.0)),
+    ))
+    c.teacher = mlc.ConfigDict(dict(momentum=0.996, momentum_end=1.0))
+
+    c.train = mlc.ConfigDict(dict(
+        epochs=100,
+        steps_per_epoch=0,  # 0 = len(dataset) // batch_size (DINO's drop_last loader)
+        log_every=50,
+        record_batch_ids=False,  # write batch_ids.<process>.jsonl (reproducibility audits)
+    ))
+    c.ckpt = mlc.ConfigDict(dict(every_steps=1000, keep=3, async_save=True))
+    c.eval = mlc.ConfigDict(dict(every=0))  # steps between evaluation hooks; 0 = only at the end
+    return c

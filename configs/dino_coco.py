@@ -1,0 +1,113 @@
+"""DINO ViT-S/16 pre-trained on COCO train2017: the DINO (COCO) baseline of CrOC and CrIBo.
+
+Settings: the CrOC appendix's DINO-on-COCO list (croc.md §1 paper column, "CrOC uses the
+same setting"; cribo.md §1 vits16-coco): ViT-S/16, drop path 0.1, head out_dim 65536,
+norm_last_layer False, teacher temperature 0.04 → 0.07 over 30 epochs, EMA 0.996 → 1,
+lr 5e-4 per 256 images (batch 256 → peak 5e-4), min_lr 1e-5, 10 warm-up epochs, weight
+decay 0.04 → 0.4, no gradient clipping, last layer frozen for 1 epoch, 300 epochs, two
+224² global crops with scale (0.25, 1) and no local crops. Mixed precision: the reference
+used fp16 autocast; here params and losses are fp32 and the backbone runs in bf16
+(``--config.model.dtype=bfloat16``) where the hardware supports it; the default is fp32.
+
+Reproduces (teacher backbone, evaluation.md): CrOC Table 1 "DINO (COCO)" linear mIoU
+VOC / COCO-Things / COCO-Stuff 47.2 / 47.1 / 46.2; CrOC Table 3 K-means (K = GT)
+5.2 / 9.4 / 14.0; CrIBo Table 1 DINO (COCO 300 ep) retrieval row; DAVIS-17 J&F 57.1.
+
+Commands (from the repository root)::
+
+  # full run: COCO train2017 images in /data/coco/train2017/*.jpg
+  python -m dense_jax.main --config=configs/dino_coco.py --workdir=workdirs/dino_coco \\
+      --config.data.root=/data/coco
+  # COCO+ (train2017 + unlabeled2017)
+  python -m dense_jax.main --config=configs/dino_coco.py \\
+      --config.data.folders="('train2017','unlabeled2017')" --workdir=workdirs/dino_cocoplus
+  # CPU demo on the built-in scenes (tiny ViT, 96 px, a few minutes)
+  python -m dense_jax.main --config=configs/dino_coco.py:demo --workdir=workdirs/dino_demo
+  # seconds, used by the tests
+  python -m dense_jax.main --config=configs/dino_coco.py:smoke --workdir=/tmp/dino_smoke
+"""
+
+from __future__ import annotations
+
+import ml_collections as mlc
+
+from configs import common
+
+
+def get_config(arg: str | None = None) -> mlc.ConfigDict:
+    """`arg`: None/"default" (the paper run), "demo" (CPU, minutes), "smoke" (tests, seconds)."""
+    c = common.base()
+    c.method = "dino"
+    c.model.variant = "dino_vits16"
+    c.model.drop_path_rate = 0.1
+
+    c.data.source = "folder"
+    c.data.name = "coco"
+    c.data.root = "data/coco"
+    c.data.folders = ("train2017",)
+    c.data.batch_size = 256
+    c.data.workers = 8
+
+    c.crops.n_global = 2
+    c.crops.global_size = 224
+    c.crops.global_scale = (0.25, 1.0)
+    c.crops.n_local = 0
+
+    c.optim.lr = 5e-4
+    c.optim.min_lr = 1e-5
+    c.optim.warmup_epochs = 10
+    c.optim.weight_decay = 0.04
+    c.optim.weight_decay_end = 0.4
+    c.optim.clip_grad = 0.0
+    c.optim.freeze_last_layer = 1
+    c.teacher.momentum = 0.996
+
+    c.train.epochs = 300
+    c.train.log_every = 50
+    c.ckpt.every_steps = 2000
+
+    # DINO loss and head (croc.md §6 "Global loss", "Head"; cribo.md §6).
+    c.dino = mlc.ConfigDict(dict(
+        out_dim=65536, hidden_dim=2048, bottleneck_dim=256, nlayers=3,
+        norm_last_layer=False,
+        student_temp=0.1,
+        warmup_teacher_temp=0.04, teacher_temp=0.07, warmup_teacher_temp_epochs=30,
+        center_momentum=0.9,
+    ))
+
+    if arg in (None, "", "default"):
+        return c
+    if arg not in ("demo", "smoke"):
+        raise ValueError(f"unknown variant {arg!r} of dino_coco; use default, demo or smoke")
+
+    # Built-in scenes, tiny ViT: same recipe, shrunk so that it runs on a laptop CPU.
+    c.model.variant = "vit_demo16"
+    c.data.source = "scenes"
+    c.data.name = "scenes"
+    c.data.workers = 0
+    c.crops.global_size = 96
+    c.dino.update(dict(out_dim=4096, hidden_dim=512, bottleneck_dim=128))
+    c.data.image_size = (128, 128)
+    c.data.num_examples = 2048
+    c.data.batch_size = 32
+    c.train.epochs = 3
+    c.optim.warmup_epochs = 1
+    c.optim.min_lr = 1e-6
+    c.dino.warmup_teacher_temp_epochs = 1
+    c.train.log_every = 8
+    c.ckpt.every_steps = 32
+    if arg == "demo":
+        return c
+
+    # smoke: seconds; two local crops so the multi-crop path is exercised too.
+    c.model.update(dict(embed_dim=32, depth=2, num_heads=2, drop_path_rate=0.1))
+    c.data.image_size = (48, 48)
+    c.data.num_examples = 64
+    c.data.batch_size = 8
+    c.crops.update(dict(global_size=32, n_local=2, local_size=16))
+    c.dino.update(dict(out_dim=64, hidden_dim=32, bottleneck_dim=16))
+    c.train.epochs = 2
+    c.train.log_every = 1
+    c.ckpt.every_steps = 4
+    c.ckpt.async_save = False
+    return c

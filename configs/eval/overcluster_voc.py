@@ -1,0 +1,18 @@
+"""Overclustering (K = 100, 300, 500) of Pascal VOC 2012 val tokens (evaluation.md §3a).
+
+Same pipeline as ``kmeans_voc`` with the greedy many-to-one assignment by precision (majority
+vote) instead of Hungarian. Reproduces NeCo Tab. 7 (VOC K = 300 / 500): DINO 13.9 / 17.3,
+CrOC 16.4 / 20.0, CrIBo 51.3 / 54.5, DINOv2R 46.7 / 49.5, NeCo 69.4 / 72.6 (K = 100 is the
+figures' setting). COMUS's overclustering (§3b, 30/50 clusters, IoU-based assignment):
+``--config.kmeans.ks="(30,50)" --config.kmeans.many_to_one=iou``.
+
+    python -m dense_jax.evaluate --config=configs/eval/overcluster_voc.py --workdir=DIR \\
+        --config.weights=PATH --config.data.root=data/VOCdevkit
+"""
+from configs.eval import base
+
+
+def get_config(arg=None):
+    c = base.make("kmeans", "voc", arg)
+    c.kmeans.ks = (27, 45) if arg == "demo" else (100, 300, 500)
+    return c

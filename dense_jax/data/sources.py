@@ -1,0 +1,156 @@
+"""Random-access training sources for grain: built-in scenes, TFDS, raw image folders.
+
+Every source yields ``{"image": uint8 (H, W, 3), "index": int}`` (labels are not used by the
+SSL methods). `SkipUnreadable` wraps a source so that an image that fails to decode is
+replaced by the next readable one and counted in the element's ``"skipped"`` field: the
+count travels with the batch to the loop, which stops with a clear error when the failure
+rate exceeds ``data.max_bad_fraction``. A missing dataset raises one `DatasetNotFoundError`
+saying what to download and where to put it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Protocol
+
+import ml_collections as mlc
+import numpy as np
+from PIL import Image
+
+from dense_jax.data.scenes import ScenesConfig, ScenesSource
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
+
+# data.name -> where the data comes from and how the folder should look.
+DOWNLOAD_HINTS = {
+    "coco": ("COCO train2017: download http://images.cocodataset.org/zips/train2017.zip "
+             "(and unlabeled2017.zip for COCO+) and unzip into {root}, giving "
+             "{root}/train2017/*.jpg"),
+    "imagenet": ("ImageNet-1k train: download ILSVRC2012_img_train.tar from "
+                 "https://image-net.org, extract the per-class tars into "
+                 "{root}/train/<wnid>/*.JPEG"),
+}
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The configured dataset is not on disk."""
+
+
+class Source(Protocol):
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+
+def _rgb(image) -> np.ndarray:
+    """Any decoded image (PIL or array, grey/RGBA/CMYK) → uint8 (H, W, 3)."""
+    if not isinstance(image, Image.Image):
+        array = np.asarray(image)
+        if array.ndim == 3 and array.shape[-1] == 3 and array.dtype == np.uint8:
+            return array
+        image = Image.fromarray(array.squeeze(-1) if array.ndim == 3 and array.shape[-1] == 1 else array)
+    return np.asarray(image.convert("RGB"))
+
+
+class ScenesImages:
+    """The built-in scenes (`dense_jax.data.scenes`) without their masks."""
+
+    def __init__(self, data: mlc.ConfigDict):
+        self.scenes = ScenesSource(data.split, data.num_examples or None,
+                                   ScenesConfig(image_size=tuple(data.image_size)))
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        scene = self.scenes[index]
+        return {"image": scene["image"], "index": scene["index"]}
+
+
+class ImageFolder:
+    """Every image file under ``root/<folder>`` for each folder, recursively, sorted by path.
+
+    Covers COCO's flat ``train2017/`` (+ ``unlabeled2017/`` for COCO+) and ImageNet's
+    ``train/<class>/`` layout alike.
+    """
+
+    def __init__(self, root: str, folders, hint: str):
+        self.paths: list[str] = []
+        for folder in folders:
+            directory = os.path.join(os.path.expanduser(root), folder)
+            if not os.path.isdir(directory):
+                raise DatasetNotFoundError(f"dataset folder {directory!r} not found. {hint}")
+            found = [os.path.join(d, f) for d, _, files in os.walk(directory) for f in files
+                     if f.lower().endswith(IMAGE_EXTENSIONS)]
+            if not found:
+                raise DatasetNotFoundError(f"no image files under {directory!r}. {hint}")
+            self.paths.extend(sorted(found))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        with Image.open(self.paths[index]) as image:
+            return {"image": _rgb(image), "index": index}
+
+
+class TfdsImages:
+    """A prepared TFDS dataset read through `tfds.data_source` (array_record, no TensorFlow)."""
+
+    def __init__(self, name: str, split: str, data_dir: str):
+        import tensorflow_datasets as tfds  # only this source needs it
+
+        try:
+            self.source = tfds.data_source(name, split=split, data_dir=data_dir or None)
+        except Exception as err:  # tfds raises several types for "not prepared"
+            where = data_dir or "the TFDS default data_dir (~/tensorflow_datasets)"
+            raise DatasetNotFoundError(
+                f"TFDS dataset {name!r} (split {split!r}) is not prepared in {where}: build it "
+                f"once with `tfds build {name} --data_dir=DIR --file_format=array_record` "
+                f"(needs tensorflow), then set --config.data.tfds_data_dir=DIR ({err})") from err
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {"image": _rgb(self.source[index]["image"]), "index": index}
+
+
+class SkipUnreadable:
+    """Replaces an unreadable element by the next readable one; counts the skips.
+
+    Deterministic (the replacement only depends on the index), so resumed runs and all hosts
+    agree. More than `max_consecutive` failures in a row raise an error naming the files.
+    """
+
+    def __init__(self, source: Source, max_consecutive: int):
+        self.source = source
+        self.max_consecutive = max_consecutive
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        errors = []
+        for offset in range(min(self.max_consecutive, len(self.source) - 1) + 1):
+            try:
+                element = self.source[(index + offset) % len(self.source)]
+            except (OSError, ValueError, SyntaxError) as err:  # PIL's decode errors
+                errors.append(f"{(index + offset) % len(self.source)}: {err}")
+                continue
+            return {**element, "skipped": offset}
+        raise RuntimeError(f"{len(errors)} unreadable images in a row from {type(self.source).__name__} "
+                           f"(data.max_consecutive_bad={self.max_consecutive}); first: {errors[0]}")
+
+
+def training_source(data: mlc.ConfigDict) -> SkipUnreadable:
+    """The source named by ``data.source`` (``config.data``), wrapped in `SkipUnreadable`."""
+    if data.source == "scenes":
+        source = ScenesImages(data)
+    elif data.source == "folder":
+        template = DOWNLOAD_HINTS.get(data.name, "Set --config.data.root to the dataset directory.")
+        source = ImageFolder(data.root, data.folders, template.format(root=data.root or "<root>"))
+    elif data.source == "tfds":
+        source = TfdsImages(data.tfds_name, data.split, data.tfds_data_dir)
+    else:
+        raise ValueError(f"unknown data.source {data.source!r}; use scenes, folder or tfds")
+    return SkipUnreadable(source, data.max_consecutive_bad)

@@ -1,0 +1,46 @@
+"""Training CLI.
+
+    python -m dense_jax.main --config=configs/dino_coco.py:demo --workdir=workdirs/demo
+    python -m dense_jax.main --config=configs/dino_coco.py --workdir=DIR --config.data.root=/data/coco
+
+Re-running the same command resumes from DIR's latest checkpoint. ``--config.multihost``
+initialises `jax.distributed` (TPU pods, SLURM) here, never at import.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file[:variant].", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
+
+
+def main(argv) -> None:
+    del argv
+    logging.set_verbosity(logging.WARNING)  # orbax/jax INFO lines would break the progress bar
+    import jax
+
+    config = _CONFIG.value
+    if config.multihost:
+        jax.distributed.initialize()
+    from dense_jax.methods import UnknownMethodError
+    from dense_jax.train import loop
+
+    try:
+        loop.train(config, _WORKDIR.value)
+    except (UnknownMethodError, FileNotFoundError, loop.NonFiniteLossError,
+            loop.TooManyUnreadableError) as err:  # one clear line, no traceback
+        sys.exit(f"error: {err}")
+
+
+def run() -> None:
+    """Console entry point (``dense-jax-train``)."""
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,95 @@
+"""DINO (croc.md §6 "Global loss", "Centering", "Temperatures"; cribo.md §6).
+
+The teacher sees the n_g global crops, the student every crop (globals, then locals). With
+s_v = student logits of view v / τ_s and t_i = softmax((teacher logits of global i − center)
+/ τ_t(epoch)), the loss is the mean over the pairs (i, v ≠ i) of
+CE(t_i, s_v) = mean over the batch of −Σ t_i·log_softmax(s_v): DINO's ``DINOLoss`` (for two
+globals and no locals, ½[CE(t_1, s_2) + CE(t_2, s_1)]). The center is then updated with the
+old value used in the loss: center ← m·center + (1 − m)·mean of the raw teacher logits over
+all global views of the global batch (m = 0.9). τ_t warms up linearly per epoch.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections as mlc
+
+from dense_jax.methods import backbone
+from dense_jax.models.heads import DINOHead
+from dense_jax.train.schedules import Schedules, per_epoch_linear
+
+
+def heads(config: mlc.ConfigDict) -> DINOHead:
+    d = config.dino
+    return DINOHead(d.out_dim, d.hidden_dim, d.bottleneck_dim, d.nlayers, d.norm_last_layer)
+
+
+def init_aux(config: mlc.ConfigDict, rng: jax.Array) -> dict:
+    del rng
+    return {"center": jnp.zeros((1, config.dino.out_dim), jnp.float32)}
+
+
+def teacher_temp(config: mlc.ConfigDict, step) -> jax.Array:
+    d = config.dino
+    return per_epoch_linear(Schedules(config).epoch(step), d.warmup_teacher_temp, d.teacher_temp,
+                            d.warmup_teacher_temp_epochs)
+
+
+def view_major(crops: jax.Array) -> jax.Array:
+    """(B, n, H, W, C) → (n·B, H, W, C), view 0 of every image first (MultiCropWrapper order)."""
+    return jnp.swapaxes(crops, 0, 1).reshape((-1,) + crops.shape[2:])
+
+
+def cross_view_ce(teacher_probs: jax.Array, student_logprobs: jax.Array) -> jax.Array:
+    """Mean over pairs (i < n_g, v ≠ i) of batch-mean CE(t_i, s_v).
+
+    teacher_probs (n_g, B, K), student_logprobs (n_v, B, K), views in the same order.
+    """
+    n_g, batch, _ = teacher_probs.shape
+    n_v = student_logprobs.shape[0]
+    ce = -jnp.einsum("ibk,vbk->iv", teacher_probs, student_logprobs,
+                     precision=jax.lax.Precision.HIGHEST) / batch
+    pairs = 1.0 - jnp.eye(n_g, n_v)
+    return (ce * pairs).sum() / pairs.sum()
+
+
+def dino_loss(student_logits, teacher_logits, center, teacher_temp, student_temp: float,
+              n_global: int) -> jax.Array:
+    """DINOLoss on view-major logits: student (n_v·B, K), teacher (n_g·B, K), center (1, K)."""
+    probs = jax.nn.softmax((teacher_logits - center) / teacher_temp, axis=-1)
+    logprobs = jax.nn.log_softmax(student_logits / student_temp, axis=-1)
+    k = probs.shape[-1]
+    return cross_view_ce(probs.reshape(n_global, -1, k), logprobs.reshape(-1, probs.shape[0] // n_global, k))
+
+
+def update_center(center, teacher_logits, momentum: float) -> jax.Array:
+    """center ← m·center + (1 − m)·mean of the teacher logits over the global batch."""
+    return momentum * center + (1.0 - momentum) * teacher_logits.mean(axis=0, keepdims=True)
+
+
+def loss(student_params, teacher_params, aux, batch, rng, step, config):
+    """DINO loss; see the module docstring. Returns (loss, (metrics, new_aux))."""
+    d = config.dino
+    vit, head = backbone(config), heads(config)
+    n_global = batch["global"].shape[1]
+    globals_ = view_major(batch["global"])
+
+    teacher = head.apply({"params": teacher_params["head"]},
+                         vit.apply({"params": teacher_params["backbone"]}, globals_)["cls"])
+    teacher = jax.lax.stop_gradient(teacher)
+
+    def student_cls(crops, key):
+        return vit.apply({"params": student_params["backbone"]}, view_major(crops), train=True,
+                         rngs={"dropout": key})["cls"]
+
+    key_global, key_local = jax.random.split(rng)
+    features = [student_cls(batch["global"], key_global)]
+    if "local" in batch:
+        features.append(student_cls(batch["local"], key_local))
+    student = head.apply({"params": student_params["head"]}, jnp.concatenate(features))
+
+    temp = teacher_temp(config, step)
+    value = dino_loss(student, teacher, aux["center"], temp, d.student_temp, n_global)
+    center = update_center(aux["center"], teacher, d.center_momentum)
+    return value, ({"teacher_temp": temp}, {"center": center})

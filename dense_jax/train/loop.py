@@ -1,0 +1,232 @@
+"""The training loop (architecture.md; jax-practices §4, §7, §8).
+
+`train(config, workdir)` builds the mesh, the data pipeline, the method's state and the
+jitted step, restores or initialises, then steps under ``jax.transfer_guard("disallow")``:
+batches go to the devices explicitly, metrics stay on device and are fetched every
+``train.log_every`` steps (and before every checkpoint, so that a saved state always
+follows finite losses and gradients). Process 0 writes ``metrics.jsonl`` and shows a tqdm
+bar (loss, img/s, ETA). SIGTERM saves a checkpoint at the next step and returns cleanly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import time
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import ml_collections as mlc
+import numpy as np
+from jax.sharding import Mesh
+from tqdm import tqdm
+
+from dense_jax import methods
+from dense_jax.data import pipeline, sources
+from dense_jax.train import optim
+from dense_jax.train import sharding as shd
+from dense_jax.train import state as state_lib
+from dense_jax.train.checkpoint import Checkpointer, restore_or_init
+from dense_jax.train.step import make_step
+
+# An evaluation hook gets the teacher backbone params and the step; it may return metrics.
+EvalHook = Callable[[Any, int], "dict[str, float] | None"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss or the gradient norm became NaN/Inf; the run stops."""
+
+
+class TooManyUnreadableError(RuntimeError):
+    """More images failed to decode than ``data.max_bad_fraction`` allows."""
+
+
+def resolve_config(config: mlc.ConfigDict, num_examples: int) -> mlc.ConfigDict:
+    """A copy with ``train.steps_per_epoch`` filled in from the dataset size."""
+    resolved = mlc.ConfigDict(config.to_dict())
+    if resolved.train.steps_per_epoch <= 0:
+        resolved.train.steps_per_epoch = pipeline.steps_per_epoch(num_examples, config.data.batch_size)
+    return resolved
+
+
+@dataclasses.dataclass
+class _Logger:
+    """Host-side bookkeeping: pending device metrics, JSONL, progress bar, image counts."""
+    workdir: str
+    images_per_step: int
+    bar: Any
+    pending: list = dataclasses.field(default_factory=list)
+    read: int = 0
+    skipped: int = 0
+    timer: tuple[float, int] | None = None  # (time, step) of the last flush
+
+    @property
+    def writes(self) -> bool:
+        return jax.process_index() == 0
+
+    def flush(self, step: int, ckpt: Checkpointer) -> dict | None:
+        """Fetch pending metrics (one transfer), check them, log their mean at `step`."""
+        if not self.pending:
+            return None
+        steps, values = zip(*self.pending)
+        self.pending = []
+        values = jax.device_get(list(values))
+        for s, v in zip(steps, values):
+            bad = [k for k in ("loss", "grad_norm") if not np.isfinite(v[k])]
+            if bad:
+                raise NonFiniteLossError(
+                    f"non-finite {', '.join(bad)} at step {s} (loss={v['loss']}, "
+                    f"grad_norm={v['grad_norm']}); stopping. The last good checkpoint is step "
+                    f"{ckpt.latest_step()} in {ckpt.directory}.")
+        record = {k: float(np.mean([v[k] for v in values])) for k in values[0]}
+        record.update(step=step, skipped_images=self.skipped)
+        now = time.perf_counter()
+        if self.timer is not None:  # the first interval includes compilation: not timed
+            record["img_per_s"] = (step - self.timer[1]) * self.images_per_step / (now - self.timer[0])
+            record["step_time_s"] = (now - self.timer[0]) / (step - self.timer[1])
+        self.timer = (now, step)
+        self.write(record)
+        self.bar.set_postfix(loss=f"{record['loss']:.4f}", **(
+            {"img/s": f"{record['img_per_s']:.1f}"} if "img_per_s" in record else {}))
+        return record
+
+    def write(self, record: dict, name: str = "metrics.jsonl") -> None:
+        if self.writes:
+            with open(os.path.join(self.workdir, name), "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def count_images(self, host_batch: dict, max_bad_fraction: float, dataset_size: int) -> None:
+        self.read += len(host_batch["index"])
+        self.skipped += int(host_batch["skipped"].sum())
+        if self.skipped > max_bad_fraction * max(self.read, dataset_size):
+            raise TooManyUnreadableError(
+                f"{self.skipped} unreadable images skipped for {self.read} read (data.max_bad_fraction"
+                f"={max_bad_fraction}); check the dataset files")
+
+
+class _Preemption:
+    """SIGTERM → stop at the next step boundary (multi-host: orbax's preemption sync point)."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def reached(self, ckpt: Checkpointer, step: int) -> bool:
+        if jax.process_count() > 1:
+            return ckpt.manager.reached_preemption(step)
+        return self.requested
+
+    def restore(self):
+        signal.signal(signal.SIGTERM, self.previous)
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+    """Everything `train` builds before stepping; also what the tests drive directly."""
+    config: mlc.ConfigDict  # resolved
+    method: Any
+    source: sources.SkipUnreadable
+    mesh: Mesh
+    tx: Any
+    init: Callable[[], state_lib.TrainState]  # fresh sharded state
+    shardings: state_lib.TrainState
+    step: Callable  # jitted (state, batch, rng) -> (state, metrics)
+    rng: jax.Array  # replicated base key of the steps
+
+    def data_iterator(self):
+        return iter(pipeline.build(self.config, self.source, jax.process_index(), jax.process_count()))
+
+    def device_batch(self, host_batch: dict) -> dict:
+        return shd.to_global({k: v for k, v in host_batch.items() if k not in pipeline.HOST_KEYS},
+                             shd.batch_sharding(self.mesh))
+
+
+def mesh_and_rules(config: mlc.ConfigDict):
+    """The mesh and logical rules of a config; enter both (`jax.set_mesh`,
+    `nn.logical_axis_rules`) around `build_trainer` and the loop (jax-practices §2)."""
+    return shd.make_mesh(config.mesh.shape), shd.logical_rules(config.mesh.fsdp)
+
+
+def build_trainer(config: mlc.ConfigDict, mesh: Mesh, rules) -> Trainer:
+    """Method, data source, optimizer, sharded state init and jitted step for `config`."""
+    method = methods.get(config.method)
+    source = sources.training_source(config.data)
+    config = resolve_config(config, len(source))
+    if config.data.batch_size % mesh.shape["data"]:
+        raise ValueError(f"data.batch_size={config.data.batch_size} is not divisible by the "
+                         f"{mesh.shape['data']} devices of the 'data' mesh axis")
+    key_init, key_steps = jax.random.split(jax.random.key(config.seed))
+    abstract_params = jax.eval_shape(lambda k: nn.unbox(state_lib.init_params(config, method, k)), key_init)
+    tx = optim.build(config, methods.groups_of(method, abstract_params))
+    init, shardings = state_lib.create(config, method, tx, mesh, rules, key_init)
+    return Trainer(config, method, source, mesh, tx, init, shardings,
+                   make_step(config, method, tx, shardings, mesh),
+                   jax.device_put(key_steps, shd.replicated(mesh)))
+
+
+def train(config: mlc.ConfigDict, workdir: str, hooks: Sequence[EvalHook] = ()) -> state_lib.TrainState:
+    """Train `config` in `workdir` (resuming what is there); returns the final state."""
+    mesh, rules = mesh_and_rules(config)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        return run(build_trainer(config, mesh, rules), workdir, hooks)
+
+
+def run(trainer: Trainer, workdir: str, hooks: Sequence[EvalHook] = ()) -> state_lib.TrainState:
+    """Restore or initialise in `workdir`, then step to the end (or to a SIGTERM).
+
+    Call inside the mesh/rules context the trainer was built in. The trainer (and its
+    compiled step) can serve several runs.
+    """
+    config = trainer.config
+    os.makedirs(workdir, exist_ok=True)
+    data_iter = trainer.data_iterator()
+    ckpt = Checkpointer(os.path.join(workdir, "ckpt"), config)
+    state, origin = restore_or_init(ckpt, config, trainer.init, trainer.shardings, data_iter)
+
+    start = int(jax.device_get(state.step))
+    total = config.train.epochs * config.train.steps_per_epoch
+    writes = jax.process_index() == 0
+    bar = tqdm(total=total, initial=start, unit="step", disable=not writes, dynamic_ncols=True,
+               desc=f"{config.method} ({origin})")
+    log = _Logger(workdir, config.data.batch_size, bar)
+    preemption = _Preemption()
+    ids_file = os.path.join(workdir, f"batch_ids.{jax.process_index()}.jsonl")
+    try:
+        with jax.transfer_guard("disallow"):
+            for step in range(start, total):
+                host_batch = next(data_iter)
+                log.count_images(host_batch, config.data.max_bad_fraction, len(trainer.source))
+                if config.train.record_batch_ids:
+                    with open(ids_file, "a") as f:
+                        f.write(json.dumps({"step": step, "ids": host_batch["index"].tolist()}) + "\n")
+                state, metrics = trainer.step(state, trainer.device_batch(host_batch), trainer.rng)
+                done = step + 1
+                log.pending.append((done, metrics))
+                bar.update(1)
+                stop = preemption.reached(ckpt, done)
+                if done % config.train.log_every == 0 or done == total:
+                    log.flush(done, ckpt)
+                if stop or done % config.ckpt.every_steps == 0 or done == total:
+                    log.flush(done, ckpt)
+                    ckpt.save(done, state, data_iter, config)
+                if hooks and ((config.eval.every and done % config.eval.every == 0) or done == total):
+                    with jax.transfer_guard("allow"):
+                        for hook in hooks:
+                            log.write({"step": done, **(hook(state.teacher["backbone"], done) or {})})
+                if stop:
+                    if writes:
+                        tqdm.write(f"preempted: checkpoint saved at step {done} in {ckpt.directory}")
+                    break
+    finally:
+        preemption.restore()
+        bar.close()
+        data_iter.close()  # stops grain workers and frees their shared memory
+        ckpt.wait()
+        ckpt.close()
+    return state

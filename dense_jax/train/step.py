@@ -1,0 +1,52 @@
+"""The generic train step (jax-practices §4): pure, jitted with explicit shardings, donated.
+
+``step(state, batch, rng) -> (state, metrics)``:
+
+1. key = fold_in(rng, state.step) (reproducible on resume, no RNG in the state);
+2. loss, grads = value_and_grad(method.loss) w.r.t. the student params only;
+3. optimizer update with lr / wd / freeze from `state.step` (croc.md §7);
+4. EMA teacher θ_t ← m·θ_t + (1 − m)·θ_s with the updated student (all params, head too);
+5. the method's new aux state replaces the old.
+
+Metrics are replicated scalars left on device; the loop fetches them every `log_every` steps.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import jax
+import ml_collections as mlc
+import optax
+from jax.sharding import Mesh
+
+from dense_jax.train import sharding as shd
+from dense_jax.train.schedules import Schedules
+from dense_jax.train.state import TrainState
+
+
+def make_step(config: mlc.ConfigDict, method: ModuleType, tx: optax.GradientTransformationExtraArgs,
+              state_shardings: TrainState, mesh: Mesh):
+    """The jitted step for a resolved config (see `loop.resolve_config`)."""
+    schedules = Schedules(config)
+
+    def train_step(state: TrainState, batch: dict, rng: jax.Array):
+        step = state.step
+        key = jax.random.fold_in(rng, step)
+        grad_fn = jax.value_and_grad(method.loss, has_aux=True)
+        (loss, (metrics, aux)), grads = grad_fn(state.params, state.teacher, state.aux, batch, key,
+                                                step, config)
+        lr, wd, momentum = schedules.lr(step), schedules.weight_decay(step), schedules.momentum(step)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params, lr=lr, wd=wd,
+                                       freeze=schedules.freeze_last_layer(step))
+        params = optax.apply_updates(state.params, updates)
+        teacher = jax.tree.map(lambda t, s: momentum * t + (1.0 - momentum) * s, state.teacher, params)
+        metrics = {**metrics, "loss": loss, "lr": lr, "weight_decay": wd, "momentum": momentum,
+                   "grad_norm": optax.tree.norm(grads)}
+        new_state = state.replace(step=step + 1, params=params, teacher=teacher,
+                                  opt_state=opt_state, aux=aux)
+        return new_state, metrics
+
+    repl = shd.replicated(mesh)
+    return jax.jit(train_step, in_shardings=(state_shardings, shd.batch_sharding(mesh), repl),
+                   out_shardings=(state_shardings, repl), donate_argnums=(0,))
