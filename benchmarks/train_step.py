@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import importlib.util
 import json
 import statistics
 import time
@@ -26,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from dense_jax import methods
+from dense_jax.evaluate import config_from_file
 from dense_jax.train import optim, sharding as shd, state as state_lib
 from dense_jax.train.step import make_step
 
@@ -35,11 +35,7 @@ PEAK_TFLOPS = {("H100", "bfloat16"): 989.4, ("H100", "float32"): 494.7,  # TF32 
 
 
 def load_config(spec: str, overrides: list[str]):
-    path, _, arg = spec.partition(":")
-    module_spec = importlib.util.spec_from_file_location("bench_config", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    config = module.get_config(arg or None)
+    config = config_from_file(spec)
     for item in overrides:
         key, _, value = item.partition("=")
         node = config

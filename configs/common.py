@@ -71,5 +71,7 @@ def base() -> mlc.ConfigDict:
         record_batch_ids=False,  # write batch_ids.<process>.jsonl (reproducibility audits)
     ))
     c.ckpt = mlc.ConfigDict(dict(every_steps=1000, keep=3, async_save=True))
-    c.eval = mlc.ConfigDict(dict(every=0))  # steps between evaluation hooks; 0 = only at the end
+    # Periodic evaluation of the teacher backbone: an evaluation config file[:variant] (e.g.
+    # "configs/eval/linear_voc.py:demo"; "" = none), run every `every` steps and at the end.
+    c.eval = mlc.ConfigDict(dict(config="", every=0))
     return c

@@ -29,10 +29,6 @@ PROTOCOLS = {  # protocol name -> driver module (each exposes run(ctx) -> dict)
     "cbfe": "dense_jax.eval.foreground",
 }
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Evaluation config file[:variant].",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for results.json and PNGs.")
-
 
 def run_protocols(backbone_fn: Callable, params: Any, config, workdir: str | None = None,
                   log: Callable[[str], None] | None = None) -> dict:
@@ -63,6 +59,44 @@ def run_protocols(backbone_fn: Callable, params: Any, config, workdir: str | Non
     return results
 
 
+def config_from_file(spec: str):
+    """``get_config(arg)`` of a config file given as ``path[:arg]`` (as ``--config`` takes it)."""
+    import importlib.util
+
+    path, _, arg = spec.partition(":")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {path!r} not found")
+    module_spec = importlib.util.spec_from_file_location(f"_config_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg or None)
+
+
+def training_hook(train_config, workdir: str) -> Callable | None:
+    """The trainer's periodic evaluation (``config.eval``): runs the protocols of the evaluation
+    config file ``config.eval.config`` on the EMA teacher backbone; ``None`` when unset.
+    Returns ``hook(teacher_backbone_params, step) -> {"eval/<protocol>/<score>": value}``."""
+    if not train_config.eval.config:
+        return None
+    import jax
+    from dense_jax import methods
+    from dense_jax.eval import report
+
+    eval_config = config_from_file(train_config.eval.config)
+    model = methods.backbone(train_config).clone(
+        drop_path_rate=0.0, dtype=eval_config.model.dtype, n_last_blocks=eval_config.model.n_last_blocks)
+
+    def backbone_fn(params, images):
+        return model.apply({"params": params}, images)
+
+    def hook(params, step: int) -> dict:
+        out = os.path.join(workdir, "eval", f"step_{step}")
+        results = run_protocols(backbone_fn, jax.device_get(params), eval_config, out)
+        return {f"eval/{k}": v for k, v in report.scalars(results).items()}
+
+    return hook
+
+
 def evaluate(config, workdir: str, log: Callable[[str], None] = print) -> dict:
     """Loads ``config.weights``, runs the protocols, writes ``workdir/results.json`` and PNGs,
     logs the table; returns the results."""
@@ -81,20 +115,23 @@ def evaluate(config, workdir: str, log: Callable[[str], None] = print) -> dict:
     return results
 
 
-def main(argv) -> None:
-    del argv
+def main(config, workdir: str) -> None:
     from dense_jax.data.sources import DatasetNotFoundError
 
     try:
-        evaluate(_CONFIG.value, _WORKDIR.value, log=lambda s: print(s, flush=True))
+        evaluate(config, workdir, log=lambda s: print(s, flush=True))
     except (DatasetNotFoundError, FileNotFoundError) as err:  # one clear line, no traceback
         sys.exit(f"error: {err}")
 
 
 def run() -> None:
-    """Console entry point."""
+    """Console entry point. The flags are defined here, not at import, so that the training
+    CLI can import this module for its evaluation hook."""
+    config = config_flags.DEFINE_config_file("config", None, "Evaluation config file[:variant].",
+                                             lock_config=True)
+    workdir = flags.DEFINE_string("workdir", None, "Directory for results.json and PNGs.")
     flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    app.run(lambda argv: main(config.value, workdir.value))
 
 
 if __name__ == "__main__":

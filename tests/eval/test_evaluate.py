@@ -139,3 +139,18 @@ def test_weights_from_a_training_workdir_load_the_teacher(tmp_path):
     out = backbone_fn(params, np.zeros((1, 32, 32, 3), np.float32))
     assert out["patch"].shape == (1, 2, 2, 32)
     assert out["last_blocks"].shape[0] == 2  # min(n_last_blocks, depth)
+
+
+def test_training_hook_scores_the_teacher_backbone(tmp_path):
+    """`config.eval.config` turns into the trainer's hook: protocol scores keyed eval/…,
+    PNGs under workdir/eval/step_<n>; no hook when unset."""
+    config = train_config("smoke")
+    assert evaluate.training_hook(config, str(tmp_path)) is None
+    config.eval.config = os.path.join(REPO, "configs/eval/kmeans_voc.py:demo")
+    hook = evaluate.training_hook(config, str(tmp_path))
+    vit = loop.methods.backbone(config)
+    params = nn.unbox(vit.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32))["params"])
+    scores = hook(params, 7)
+    assert set(scores) == {"eval/kmeans/k9"}
+    assert 0.0 < scores["eval/kmeans/k9"] < 1.0
+    assert os.listdir(tmp_path / "eval" / "step_7")
