@@ -15,6 +15,10 @@ Per image the pipeline gives 2 global + n local crops and the box records ``gc``
    images, patches and references (§3.8);
 4. the loss is the mean over pairs (§3.9).
 
+The pairs are batched: each token map is ROI-aligned once over the boxes of all its pairs,
+and the pairs' similarity rows go through one sort call per network (student, teacher).
+The teacher head is drawn independently of the student's at init (`init_teacher`, §2).
+
 Plain reference bugs fixed here (neco.md §8): one fill counter per queue (the code shares
 one and reads zero rows during warm-up); all teacher outputs under stop_gradient; the log
 is clamped (``config.neco.log_eps``); EMA after the optimizer step (trainer order).
@@ -40,31 +44,50 @@ class NeCoHead(nn.Module):
     hidden_dim: int = 2048
     out_dim: int = 256
     nlayers: int = 3
+    dtype: str = "float32"  # the backbone's compute dtype (config.model.dtype)
 
     @nn.compact
     def __call__(self, x):
-        return l2_normalize(ProjectionMLP(self.hidden_dim, self.out_dim, self.nlayers, name="mlp")(x))
+        return l2_normalize(ProjectionMLP(self.hidden_dim, self.out_dim, self.nlayers, self.dtype,
+                                          name="mlp")(x))
 
 
 def heads(config: mlc.ConfigDict) -> nn.Module:
     c = config.neco
-    return NeCoHead(c.hidden_dim, c.out_dim, c.nlayers)
+    return NeCoHead(c.hidden_dim, c.out_dim, c.nlayers, config.model.dtype)
 
 
 def init_aux(config: mlc.ConfigDict, rng: jax.Array) -> dict:
-    """One FIFO queue of teacher tokens per global crop, with its own fill counter."""
+    """One FIFO queue of teacher tokens per global crop, with its own fill counter; nothing
+    for batch references (``queue_length=0``: orbax cannot save zero-size arrays)."""
     del rng
     c = config.neco
-    n_queues = config.crops.n_global if c.queue_length else 0
+    if not c.queue_length:
+        return {}
     return {
-        "queue": jnp.zeros((n_queues, c.queue_length, c.out_dim), jnp.float32),
-        "queue_fill": jnp.zeros((n_queues,), jnp.int32),
+        "queue": jnp.zeros((config.crops.n_global, c.queue_length, c.out_dim), jnp.float32),
+        "queue_fill": jnp.zeros((config.crops.n_global,), jnp.int32),
     }
 
 
+def init_teacher(config: mlc.ConfigDict, student_params, rng: jax.Array):
+    """Teacher at step 0: the student's backbone and, as the code does, a head drawn
+    independently at random (neco.md §2 "Projection head"; §8 "Teacher init");
+    ``neco.independent_teacher_head=False`` copies the student's head instead."""
+    teacher = jax.tree.map(jnp.copy, student_params)
+    if config.neco.independent_teacher_head:
+        teacher["head"] = nn.unbox(methods.init_head(config, heads(config), rng))
+    return teacher
+
+
 def param_groups(params):
-    """Backbone vs head (neco.md §2 "Optimizer"); no-decay is decided by the optimizer."""
-    return methods.param_groups(params)
+    """Backbone vs head (neco.md §2 "Optimizer"; biases and 1-D params are left undecayed by
+    the optimizer). ``mask_token`` (DINOv2 weights) gets no gradient in NeCo and torch never
+    steps it, so it is the group "unused" (lr scale 0): no weight decay either."""
+    labels = methods.param_groups(params)
+    if "mask_token" in params["backbone"]:
+        labels["backbone"]["mask_token"] = "unused"
+    return labels
 
 
 def _random_subset(key, population: int, size: int) -> jax.Array:
@@ -95,23 +118,27 @@ def batch_references(aligned, key, n_refs: int):
 
 
 def rank_matrices(tokens, refs, c: mlc.ConfigDict, steepness: float):
-    """Soft-rank matrices (B, N, R, R) of each token's similarities to its image's refs (§3.6–7)."""
-    sim = jnp.einsum("bnd,brd->bnr", l2_normalize(tokens), l2_normalize(refs),
+    """Soft-rank matrices (..., N, R, R) of each token's similarities to its image's refs
+    (..., R, D) (§3.6–7)."""
+    sim = jnp.einsum("...nd,...rd->...nr", l2_normalize(tokens), l2_normalize(refs),
                      precision=jax.lax.Precision.HIGHEST)
     if c.sort_distance:
         sim = 1.0 - sim
     _, perm = soft_sort(sim, network=c.network, relaxation=c.relaxation, steepness=steepness,
-                        art_lambda=c.art_lambda)
+                        art_lambda=c.art_lambda, row_chunk=c.sort_row_chunk or None)
     return perm
 
 
 def ranking_cross_entropy(p_target, p_pred, eps: float):
-    """Mean over (image, patch, reference) of −Σ_k p_target log p_pred (§3.8)."""
+    """Mean over (pair, image, patch, reference) of −Σ_k p_target log p_pred (§3.8–9)."""
     return -(p_target * jnp.log(jnp.maximum(p_pred, eps))).sum(-1).mean()
 
 
 def pair_loss(teacher_aligned, student_aligned, refs, c: mlc.ConfigDict):
-    """Loss of one (teacher crop, student crop) pair and the teacher's rank entropy."""
+    """Loss of (a stack of) (teacher crop, student crop) pairs and the teacher's rank entropy.
+
+    All pairs have the same size, so the mean over a stack is the mean of the pair losses.
+    """
     p_teacher = jax.lax.stop_gradient(rank_matrices(teacher_aligned, refs, c, c.teacher_steepness))
     p_student = rank_matrices(student_aligned, refs, c, c.student_steepness)
     loss = ranking_cross_entropy(p_teacher, p_student, c.log_eps)
@@ -121,8 +148,30 @@ def pair_loss(teacher_aligned, student_aligned, refs, c: mlc.ConfigDict):
 
 
 def _align(maps, boxes, patch_size: int, out: int):
-    """ROI-align token maps (B, h, w, D) over pixel boxes (B, 4) of the same view."""
-    return roi_align(maps, boxes / patch_size, output_size=out, sampling_ratio=-1, aligned=True)
+    """ROI-align token maps (B, h, w, D) over pixel boxes (B, K, 4) of the same view →
+    (B, K, out², D)."""
+    aligned = roi_align(maps, boxes / patch_size, output_size=out, sampling_ratio=-1, aligned=True)
+    return aligned.reshape(aligned.shape[:2] + (out * out, aligned.shape[-1]))
+
+
+def crop_pairs(n_global: int, n_views: int) -> list[tuple[int, int]]:
+    """The (teacher global crop c, student view v ≠ c) pairs, c-major (§1 "Pairing")."""
+    return [(c, v) for c in range(n_global) for v in range(n_views) if v != c]
+
+
+def align_pairs(pairs, teacher_globals, student_views, gc, all_boxes, patch_size: int, out: int):
+    """(T, S), each (P, B, out², D): for every pair (c, v) the teacher map c over
+    ``gc[:, c, v]`` and the student map v over ``all[:, v, c]`` (§1 "Pairing"). Each map is
+    ROI-aligned once, over the boxes of all its pairs."""
+    t_views = [[v for c, v in pairs if c == ci] for ci in range(len(teacher_globals))]
+    s_crops = [[c for c, v in pairs if v == vi] for vi in range(len(student_views))]
+    t_maps = [_align(m, gc[:, ci, vs], patch_size, out)
+              for ci, (m, vs) in enumerate(zip(teacher_globals, t_views))]
+    s_maps = [_align(m, all_boxes[:, vi, cs], patch_size, out)
+              for vi, (m, cs) in enumerate(zip(student_views, s_crops))]
+    teacher = jnp.stack([t_maps[c][:, t_views[c].index(v)] for c, v in pairs])
+    student = jnp.stack([s_maps[v][:, s_crops[v].index(c)] for c, v in pairs])
+    return teacher, student
 
 
 def neco_loss(teacher_globals, student_views, gc, all_boxes, aux, key, config: mlc.ConfigDict,
@@ -140,40 +189,34 @@ def neco_loss(teacher_globals, student_views, gc, all_boxes, aux, key, config: m
     """
     c = config.neco
     batch = teacher_globals[0].shape[0]
-    out = c.roi_size
-    n_refs = out * out
+    n_refs = c.roi_size ** 2
+    teacher_globals = [jax.lax.stop_gradient(t) for t in teacher_globals]
     key_push, key_pairs = jax.random.split(key)
-    queue, fill = aux["queue"], aux["queue_fill"]
     if c.queue_length:
+        queue, fill = aux["queue"], aux["queue_fill"]
         push_keys = jax.random.split(key_push, len(teacher_globals))
         n_push = min(c.queue_push_per_image * batch, c.queue_length)
-        pushed = [push_queue(queue[i], fill[i], jax.lax.stop_gradient(t.reshape(-1, t.shape[-1])),
-                             push_keys[i], n_push) for i, t in enumerate(teacher_globals)]
+        pushed = [push_queue(queue[i], fill[i], t.reshape(-1, t.shape[-1]), push_keys[i], n_push)
+                  for i, t in enumerate(teacher_globals)]
         queue = jnp.stack([q for q, _ in pushed])
         fill = jnp.stack([f for _, f in pushed])
 
-    losses, entropies = [], []
-    pairs = [(ci, v) for ci in range(len(teacher_globals)) for v in range(len(student_views)) if v != ci]
-    pair_keys = jax.random.split(key_pairs, len(pairs))
-    for (ci, v), pair_key in zip(pairs, pair_keys):
-        t_aligned = _align(jax.lax.stop_gradient(teacher_globals[ci]), gc[:, ci, v], patch_size, out)
-        s_aligned = _align(student_views[v], all_boxes[:, v, ci], patch_size, out)
-        t_aligned = t_aligned.reshape(batch, n_refs, -1)
-        s_aligned = s_aligned.reshape(batch, n_refs, -1)
+    pairs = crop_pairs(len(teacher_globals), len(student_views))
+    t_aligned, s_aligned = align_pairs(pairs, teacher_globals, student_views, gc, all_boxes,
+                                       patch_size, c.roi_size)
+    refs = []
+    for p, ((ci, _), pair_key) in enumerate(zip(pairs, jax.random.split(key_pairs, len(pairs)))):
         if c.refs_from_student:
-            refs = batch_references(jax.lax.stop_gradient(s_aligned), pair_key, n_refs)
+            refs.append(batch_references(jax.lax.stop_gradient(s_aligned[p]), pair_key, n_refs))
         elif c.queue_length:
-            refs = queue_references(queue[ci], fill[ci], pair_key, batch, n_refs)
+            refs.append(queue_references(queue[ci], fill[ci], pair_key, batch, n_refs))
         else:
-            refs = batch_references(t_aligned, pair_key, n_refs)
-        loss, entropy = pair_loss(t_aligned, s_aligned, jax.lax.stop_gradient(refs), c)
-        losses.append(loss)
-        entropies.append(entropy)
-    loss = jnp.mean(jnp.stack(losses))
-    entropy = jnp.mean(jnp.stack(entropies))
-    metrics = {"loss": loss, "kl": loss - entropy, "teacher_rank_entropy": entropy,
-               "queue_fill": jnp.min(fill) if c.queue_length else jnp.zeros((), jnp.int32)}
-    return loss, metrics, {"queue": queue, "queue_fill": fill}
+            refs.append(batch_references(t_aligned[p], pair_key, n_refs))
+    loss, entropy = pair_loss(t_aligned, s_aligned, jax.lax.stop_gradient(jnp.stack(refs)), c)
+    metrics = {"loss": loss, "kl": loss - entropy, "teacher_rank_entropy": entropy}
+    if not c.queue_length:
+        return loss, metrics, {}
+    return loss, {**metrics, "queue_fill": jnp.min(fill)}, {"queue": queue, "queue_fill": fill}
 
 
 def _project(backbone, head, params, images, train: bool, rng):
