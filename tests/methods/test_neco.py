@@ -1,24 +1,18 @@
 """NeCo loss pieces (neco.md §3, §4 test vectors, §7 checks 5, 11; §8 queue fix)."""
 
-import importlib.util
-import pathlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs.neco_dinov2 import neco_section
 from dense_jax.methods import neco
 from dense_jax.ops.sorting import soft_sort
 
-_CONFIG = pathlib.Path(__file__).parents[2] / "configs" / "neco_dinov2.py"
-
 
 def _neco_section(**overrides):
-    spec = importlib.util.spec_from_file_location("neco_config", _CONFIG)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    section = module.neco_section()
+    section = neco_section()
     section.update(overrides)
     return section
 
