@@ -73,6 +73,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
         student_temp=0.1,
         warmup_teacher_temp=0.04, teacher_temp=0.07, warmup_teacher_temp_epochs=30,
         center_momentum=0.9,
+        centering="center",  # DINO; "sinkhorn_knopp": DINOv2's teacher targets
     ))
 
     if arg in (None, "", "default"):

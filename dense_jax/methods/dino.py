@@ -7,6 +7,11 @@ CE(t_i, s_v) = mean over the batch of −Σ t_i·log_softmax(s_v): DINO's ``DINO
 globals and no locals, ½[CE(t_1, s_2) + CE(t_2, s_1)]). The center is then updated with the
 old value used in the loss: center ← m·center + (1 − m)·mean of the raw teacher logits over
 all global views of the global batch (m = 0.9). τ_t warms up linearly per epoch.
+
+``dino.centering="sinkhorn_knopp"`` replaces the softmax-minus-center teacher targets by
+DINOv2's Sinkhorn-Knopp normalisation (``sinkhorn_knopp_targets``): an equipartition over the
+global batch, which keeps a small-batch run from collapsing to the uniform output. The
+center is still tracked (unused) so the train state has one layout.
 """
 
 from __future__ import annotations
@@ -54,10 +59,32 @@ def cross_view_ce(teacher_probs: jax.Array, student_logprobs: jax.Array) -> jax.
     return (ce * pairs).sum() / pairs.sum()
 
 
+def sinkhorn_knopp_targets(teacher_logits, teacher_temp, n_iter: int = 3) -> jax.Array:
+    """DINOv2's teacher targets: exp(logits / τ_t) alternately normalised so that every
+    prototype gets mass 1/K and every sample 1/N over the N rows (the global batch), ending
+    on the samples; returned as per-sample distributions (rows sum to 1)."""
+    n, k = teacher_logits.shape
+    q = jnp.exp((teacher_logits - teacher_logits.max()) / teacher_temp)
+    q = q / q.sum()
+    for _ in range(n_iter):
+        q = q / (k * q.sum(axis=0, keepdims=True))
+        q = q / (n * q.sum(axis=1, keepdims=True))
+    return q * n
+
+
+def teacher_targets(teacher_logits, center, teacher_temp, centering: str) -> jax.Array:
+    """Per-sample teacher distributions (n_g·B, K) under ``dino.centering``."""
+    if centering == "center":
+        return jax.nn.softmax((teacher_logits - center) / teacher_temp, axis=-1)
+    if centering == "sinkhorn_knopp":
+        return sinkhorn_knopp_targets(teacher_logits, teacher_temp)
+    raise ValueError(f"unknown dino.centering {centering!r}; use center or sinkhorn_knopp")
+
+
 def dino_loss(student_logits, teacher_logits, center, teacher_temp, student_temp: float,
-              n_global: int) -> jax.Array:
+              n_global: int, centering: str = "center") -> jax.Array:
     """DINOLoss on view-major logits: student (n_v·B, K), teacher (n_g·B, K), center (1, K)."""
-    probs = jax.nn.softmax((teacher_logits - center) / teacher_temp, axis=-1)
+    probs = teacher_targets(teacher_logits, center, teacher_temp, centering)
     logprobs = jax.nn.log_softmax(student_logits / student_temp, axis=-1)
     k = probs.shape[-1]
     return cross_view_ce(probs.reshape(n_global, -1, k), logprobs.reshape(-1, probs.shape[0] // n_global, k))
@@ -90,6 +117,7 @@ def loss(student_params, teacher_params, aux, batch, rng, step, config):
     student = head.apply({"params": student_params["head"]}, jnp.concatenate(features))
 
     temp = teacher_temp(config, step)
-    value = dino_loss(student, teacher, aux["center"], temp, d.student_temp, n_global)
+    value = dino_loss(student, teacher, aux["center"], temp, d.student_temp, n_global,
+                      d.centering)
     center = update_center(aux["center"], teacher, d.center_momentum)
     return value, ({"teacher_temp": temp}, {"center": center})

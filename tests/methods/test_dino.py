@@ -56,3 +56,31 @@ def test_head_weight_norm_and_frozen_g():
     np.testing.assert_allclose(head.apply({"params": params}, x), h @ w, rtol=1e-5, atol=1e-6)
     trainable = nn.unbox(DINOHead(10, 16, 6, 3, norm_last_layer=False).init(jax.random.key(0), x))["params"]
     np.testing.assert_array_equal(trainable["last_layer"]["g"], np.ones((1, 10)))
+
+
+def reference_sinkhorn_knopp(teacher, temp, n_iter=3):
+    """DINOv2's SinkhornKnoppTeacher (single process), written out with loops over iterations."""
+    q = np.exp(teacher.astype(np.float64) / temp).T  # (K, N)
+    k, n = q.shape
+    q /= q.sum()
+    for _ in range(n_iter):
+        q /= q.sum(axis=1, keepdims=True)
+        q /= k
+        q /= q.sum(axis=0, keepdims=True)
+        q /= n
+    return (q * n).T
+
+
+def test_sinkhorn_knopp_targets_match_dinov2_and_equipartition():
+    rng = np.random.default_rng(2)
+    teacher = rng.uniform(-1, 1, size=(12, 7)).astype(np.float32)  # cosine-range logits
+    got = np.asarray(dino.sinkhorn_knopp_targets(jnp.asarray(teacher), 0.1))
+    np.testing.assert_allclose(got, reference_sinkhorn_knopp(teacher, 0.1), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got.sum(1), 1.0, rtol=1e-5)  # per-sample distributions
+    many = np.asarray(dino.sinkhorn_knopp_targets(jnp.asarray(teacher), 0.1, n_iter=200))
+    np.testing.assert_allclose(many.sum(0), 12 / 7, rtol=1e-4)  # every prototype gets N/K
+    student = rng.normal(size=(12, 7)).astype(np.float32)  # 2 views x batch 6, view-major
+    loss_sk = dino.dino_loss(student, teacher, None, 0.1, 0.1, 2, "sinkhorn_knopp")
+    probs, logprobs = reference_sinkhorn_knopp(teacher, 0.1), _log_softmax(student / 0.1)
+    want = 0.5 * (-(probs[:6] * logprobs[6:]).sum(-1).mean() - (probs[6:] * logprobs[:6]).sum(-1).mean())
+    np.testing.assert_allclose(loss_sk, want, rtol=1e-5)
