@@ -75,3 +75,15 @@ def base() -> mlc.ConfigDict:
     # "configs/eval/linear_voc.py:demo"; "" = none), run every `every` steps and at the end.
     c.eval = mlc.ConfigDict(dict(config="", every=0))
     return c
+
+
+def coco_train2017(c: mlc.ConfigDict, batch_size: int) -> None:
+    """Train on the COCO train2017 images in ``data/coco`` (a folder dataset, 8 workers)."""
+    c.data.update(dict(source="folder", name="coco", root="data/coco", folders=("train2017",),
+                       batch_size=batch_size, workers=8))
+
+
+def demo_scenes(c: mlc.ConfigDict, batch_size: int) -> None:
+    """Train on the built-in scenes that every ``:demo`` run shares (2048 images at 128², in-process)."""
+    c.data.update(dict(source="scenes", name="scenes", workers=0, image_size=(128, 128),
+                       num_examples=2048, batch_size=batch_size))

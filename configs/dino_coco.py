@@ -41,12 +41,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     c.model.variant = "dino_vits16"
     c.model.drop_path_rate = 0.1
 
-    c.data.source = "folder"
-    c.data.name = "coco"
-    c.data.root = "data/coco"
-    c.data.folders = ("train2017",)
-    c.data.batch_size = 256
-    c.data.workers = 8
+    common.coco_train2017(c, batch_size=256)
 
     c.crops.n_global = 2
     c.crops.global_size = 224
@@ -83,14 +78,9 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
 
     # Built-in scenes, tiny ViT: same recipe, shrunk so that it runs on a laptop CPU.
     c.model.variant = "vit_demo16"
-    c.data.source = "scenes"
-    c.data.name = "scenes"
-    c.data.workers = 0
+    common.demo_scenes(c, batch_size=32)
     c.crops.global_size = 96
     c.dino.update(dict(out_dim=4096, hidden_dim=512, bottleneck_dim=128))
-    c.data.image_size = (128, 128)
-    c.data.num_examples = 2048
-    c.data.batch_size = 32
     c.train.epochs = 3
     c.optim.warmup_epochs = 1
     c.optim.min_lr = 1e-6

@@ -71,12 +71,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     c.model.interp_antialias = False
     c.init_from = _WEIGHTS.format("dinov2_vits14_reg4")
 
-    c.data.source = "folder"
-    c.data.name = "coco"
-    c.data.root = "data/coco"
-    c.data.folders = ("train2017",)
-    c.data.batch_size = 64
-    c.data.workers = 8
+    common.coco_train2017(c, batch_size=64)
 
     # neco.md §1: Leopart's transforms (bilinear, strong jitter, no flip/solarize, overlaps).
     c.crops = mlc.ConfigDict(dict(
@@ -142,12 +137,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     c.init_from = "workdirs/dino_demo"
     c.init_from_hint = ("it is the DINO demo run; train it first: python -m dense_jax.main "
                         "--config=configs/dino_coco.py:demo --workdir=workdirs/dino_demo")
-    c.data.source = "scenes"
-    c.data.name = "scenes"
-    c.data.workers = 0
-    c.data.image_size = (128, 128)
-    c.data.num_examples = 2048
-    c.data.batch_size = 16
+    common.demo_scenes(c, batch_size=16)
     c.crops.update(dict(global_size=96, local_size=48, n_local=2))
     c.neco.update(dict(hidden_dim=512, out_dim=128, roi_size=4, queue_length=1024))
     c.optim.lr = 1e-4
