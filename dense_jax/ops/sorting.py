@@ -11,8 +11,13 @@ the comparator's min (``MIN``) and whether it passes through unchanged (``PASS``
 gather of the partner wire and an elementwise blend; that permutation is an involution, so
 its transpose (for the backward pass) is the same gather rather than a scatter-add.
 
-Internally the wire axis is leading (``P`` is kept as ``(wire, row, element)``): the gathers
-then move contiguous slabs, which is much faster on CPU than gathering the minor axis.
+A comparator's two outputs give their own input the same weight, so a soft swap is one
+``(n,)`` weight per layer and row; the sort runs in two passes: the network on the values,
+which yields these weights (``_swap_weights``), then their product P (``_compose_swaps``), with
+a hand-written backward pass per layer (``_soft_swap``).
+
+Internally P is kept as ``(wire, element, row)``: the partner gathers then move contiguous
+slabs, and the backward pass reduces over elements along a non-minor axis, vectorised over rows.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from jax import lax
 
 NETWORKS = ("bitonic", "odd_even")
 RELAXATIONS = ("cauchy", "logistic", "logistic_phi", "gaussian", "reciprocal", "optimal")
+_UNROLL = 64  # layers unrolled per loop step of the P scan (bitonic n = 49 has 21)
 
 
 class _LayerBuilder:
@@ -152,27 +158,84 @@ def _take_partner_bwd(partner, g):
 _take_partner.defvjp(_take_partner_fwd, _take_partner_bwd)
 
 
-def _sort_wire_major(values, tables, relaxation, steepness, art_lambda):
-    """Runs the network on ``values`` of shape ``(n, rows)``; returns it and P ``(n, rows, n)``."""
-    n, rows = values.shape
+def _blend(perm, own, partner):
+    """Each wire's new row: ``own`` of its own row plus ``1 - own`` of its partner's."""
+    other = _take_partner(perm, partner)
+    return other + own[:, None, :] * (perm - other)
 
-    @jax.checkpoint
-    def layer(carry, table):
-        values, perm = carry
+
+@jax.custom_vjp
+def _soft_swap(perm, own, partner):
+    """One layer's soft swap of P ``(wire, element, row)`` with weights ``own`` ``(wire, row)``.
+
+    Assumes, as ``_swap_weights`` guarantees, that a wire and its partner share ``own``: the
+    cotangent of ``perm`` is then the same blend applied to the output cotangent.
+    """
+    return _blend(perm, own, partner)
+
+
+def _soft_swap_fwd(perm, own, partner):
+    return _blend(perm, own, partner), (perm, own, partner)
+
+
+def _soft_swap_bwd(res, g):
+    perm, own, partner = res
+    g_own = jnp.sum(g * (perm - _take_partner(perm, partner)), axis=1)
+    return _blend(g, own, partner), g_own, None
+
+
+_soft_swap.defvjp(_soft_swap_fwd, _soft_swap_bwd)
+
+
+def _swap_weights(values, tables, relaxation, steepness, art_lambda):
+    """Runs the network on ``values`` ``(n, rows)``: the sorted values and, per layer, the
+    weight ``own`` ``(D, n, rows)`` each output wire gives its own input.
+
+    A comparator's two outputs give their own input the same weight (``alpha`` when its min
+    stays on the lower wire, ``1 - alpha`` when it moves), and the partner gets ``1 - own``;
+    a pass-through has ``own = 1`` (neco.md §4).
+    """
+
+    def layer(values, table):
         partner, is_lower, keeps_alpha, passes = table
         is_lower, keeps_alpha, passes = is_lower[:, None], keeps_alpha[:, None], passes[:, None]
         other = _take_partner(values, partner)
         alpha = _swap_weight(jnp.where(is_lower, other - values, values - other),
                              relaxation, steepness, art_lambda)
         own = jnp.where(passes, 1.0, jnp.where(keeps_alpha, alpha, 1.0 - alpha))
-        cross = jnp.where(passes, 0.0, jnp.where(keeps_alpha, 1.0 - alpha, alpha))
-        values = own * values + cross * other
-        perm = own[..., None] * perm + cross[..., None] * _take_partner(perm, partner)
-        return (values, perm), None
+        return other + own * (values - other), own
 
-    eye = jnp.broadcast_to(jnp.eye(n, dtype=values.dtype)[:, None, :], (n, rows, n))
-    (values, perm), _ = lax.scan(layer, (values, eye), tuple(map(jnp.asarray, tables)))
-    return values, perm
+    return lax.scan(layer, values, tables)
+
+
+def _compose_swaps(own, partners):
+    """P ``(n, n, rows)`` (wire, element, row): the product of the layers' soft swaps.
+
+    The scan is unrolled (up to ``_UNROLL`` layers per loop step): on CPU that spares slicing
+    each layer's residual out of a stacked buffer, about 1.5x on forward + backward
+    (benchmarks/sorting_cpu.md).
+    """
+    depth, n, rows = own.shape
+
+    def layer(perm, xs):
+        own, partner = xs
+        return _soft_swap(perm, own, partner), None
+
+    eye = jnp.broadcast_to(jnp.eye(n, dtype=own.dtype)[:, :, None], (n, n, rows))
+    perm, _ = lax.scan(layer, eye, (own, partners), unroll=min(depth, _UNROLL))
+    return perm
+
+
+def _sort_wire_major(values, tables, relaxation, steepness, art_lambda, remat=False):
+    """Runs the network on ``values`` ``(n, rows)``; returns it and P ``(n, n, rows)``.
+
+    ``remat``: recompute P's layers in the backward pass instead of keeping them (the cheap
+    weights are kept either way).
+    """
+    values, own = _swap_weights(values, tuple(map(jnp.asarray, tables)), relaxation, steepness,
+                                art_lambda)
+    compose = jax.checkpoint(_compose_swaps) if remat else _compose_swaps
+    return values, compose(own, jnp.asarray(tables[0]))
 
 
 @functools.partial(jax.jit, static_argnames=("network", "relaxation", "row_chunk"))
@@ -187,8 +250,9 @@ def soft_sort(x, network: str = "bitonic", relaxation: str = "cauchy", steepness
       steepness: inverse temperature beta; ``beta -> inf`` gives a hard sort.
       art_lambda: lambda of ``logistic_phi`` (unused by the other relaxations).
       row_chunk: if set, rows go through the network ``row_chunk`` at a time (``lax.map``),
-        each chunk rematerialised in the backward pass. Bounds the per-layer residuals to
-        ``row_chunk`` rows, and keeps a chunk in cache on CPU; ``None`` sorts all at once.
+        each chunk's P rematerialised in the backward pass. Bounds the per-layer residuals to
+        ``row_chunk`` rows and keeps a chunk in cache on CPU (49-98 did best there);
+        ``None`` sorts all at once.
 
     Returns:
       ``(x_sorted, P)``: ``x_sorted = x @ P`` of shape ``(..., n)`` and the doubly stochastic
@@ -204,11 +268,11 @@ def soft_sort(x, network: str = "bitonic", relaxation: str = "cauchy", steepness
     x = x.reshape(rows, n)
     if row_chunk is None or row_chunk >= rows:
         values, perm = sort(x.T)
-        x_sorted, perm = values.T, jnp.transpose(perm, (1, 2, 0))
+        x_sorted, perm = values.T, jnp.transpose(perm, (2, 1, 0))
     else:
         pad = -rows % row_chunk
         chunks = jnp.pad(x, ((0, pad), (0, 0))).reshape(-1, row_chunk, n)
-        values, perm = lax.map(jax.checkpoint(sort), jnp.swapaxes(chunks, 1, 2))
+        values, perm = lax.map(functools.partial(sort, remat=True), jnp.swapaxes(chunks, 1, 2))
         x_sorted = jnp.swapaxes(values, 1, 2).reshape(-1, n)[:rows]
-        perm = jnp.transpose(perm, (0, 2, 3, 1)).reshape(-1, n, n)[:rows]
+        perm = jnp.transpose(perm, (0, 3, 2, 1)).reshape(-1, n, n)[:rows]
     return x_sorted.reshape(*batch, n), perm.reshape(*batch, n, n)
