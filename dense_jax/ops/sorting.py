@@ -32,7 +32,6 @@ from jax import lax
 
 NETWORKS = ("bitonic", "odd_even")
 RELAXATIONS = ("cauchy", "logistic", "logistic_phi", "gaussian", "reciprocal", "optimal")
-_UNROLL = 64  # layers unrolled per loop step of the P scan (bitonic n = 49 has 21)
 
 
 class _LayerBuilder:
@@ -208,34 +207,34 @@ def _swap_weights(values, tables, relaxation, steepness, art_lambda):
     return lax.scan(layer, values, tables)
 
 
-def _compose_swaps(own, partners):
+def _compose_swaps(own, partners, unroll=False):
     """P ``(n, n, rows)`` (wire, element, row): the product of the layers' soft swaps.
 
-    The scan is unrolled (up to ``_UNROLL`` layers per loop step): on CPU that spares slicing
-    each layer's residual out of a stacked buffer, about 1.5x on forward + backward
-    (benchmarks/sorting_cpu.md).
+    ``unroll``: unroll the scan over layers. For chunks of rows on CPU this spares slicing each
+    layer's residual out of a stacked buffer (forward + backward ~1.3x faster); for all rows at
+    once the rolled loop is faster, as it reuses its large buffers (benchmarks/sorting_cpu.md).
     """
-    depth, n, rows = own.shape
+    _, n, rows = own.shape
 
     def layer(perm, xs):
         own, partner = xs
         return _soft_swap(perm, own, partner), None
 
     eye = jnp.broadcast_to(jnp.eye(n, dtype=own.dtype)[:, :, None], (n, n, rows))
-    perm, _ = lax.scan(layer, eye, (own, partners), unroll=min(depth, _UNROLL))
+    perm, _ = lax.scan(layer, eye, (own, partners), unroll=unroll)
     return perm
 
 
-def _sort_wire_major(values, tables, relaxation, steepness, art_lambda, remat=False):
+def _sort_wire_major(values, tables, relaxation, steepness, art_lambda, chunked=False):
     """Runs the network on ``values`` ``(n, rows)``; returns it and P ``(n, n, rows)``.
 
-    ``remat``: recompute P's layers in the backward pass instead of keeping them (the cheap
-    weights are kept either way).
+    ``chunked`` (one chunk of ``soft_sort``'s rows): P's layers are recomputed in the backward
+    pass instead of kept (the cheap weights are kept either way), and its scan is unrolled.
     """
     values, own = _swap_weights(values, tuple(map(jnp.asarray, tables)), relaxation, steepness,
                                 art_lambda)
-    compose = jax.checkpoint(_compose_swaps) if remat else _compose_swaps
-    return values, compose(own, jnp.asarray(tables[0]))
+    compose = jax.checkpoint(_compose_swaps, static_argnums=2) if chunked else _compose_swaps
+    return values, compose(own, jnp.asarray(tables[0]), chunked)
 
 
 @functools.partial(jax.jit, static_argnames=("network", "relaxation", "row_chunk"))
@@ -272,7 +271,7 @@ def soft_sort(x, network: str = "bitonic", relaxation: str = "cauchy", steepness
     else:
         pad = -rows % row_chunk
         chunks = jnp.pad(x, ((0, pad), (0, 0))).reshape(-1, row_chunk, n)
-        values, perm = lax.map(functools.partial(sort, remat=True), jnp.swapaxes(chunks, 1, 2))
+        values, perm = lax.map(functools.partial(sort, chunked=True), jnp.swapaxes(chunks, 1, 2))
         x_sorted = jnp.swapaxes(values, 1, 2).reshape(-1, n)[:rows]
         perm = jnp.transpose(perm, (0, 3, 2, 1)).reshape(-1, n, n)[:rows]
     return x_sorted.reshape(*batch, n), perm.reshape(*batch, n, n)
