@@ -211,8 +211,8 @@ def _compose_swaps(own, partners, unroll=False):
     """P ``(n, n, rows)`` (wire, element, row): the product of the layers' soft swaps.
 
     ``unroll``: unroll the scan over layers. For chunks of rows on CPU this spares slicing each
-X
-    once the rolled loop is faster, as it reuses its large buffers (benchmarks/sorting_cpu.md).
+    layer's residual out of a stacked buffer; for all rows at once the rolled loop is faster,
+    as it reuses its large buffers (benchmarks/sorting_cpu.md).
     """
     _, n, rows = own.shape
 
