@@ -18,6 +18,9 @@ a hand-written backward pass per layer (``_soft_swap``).
 
 Internally P is kept as ``(wire, element, row)``: the partner gathers then move contiguous
 slabs, and the backward pass reduces over elements along a non-minor axis, vectorised over rows.
+Bitonic stages before the last only mix wires within aligned blocks, so P is block diagonal
+there and is composed block by block (``_block_stages``): 15 of the 21 layers for n = 49, at
+less than half the dense cost.
 """
 
 from __future__ import annotations
