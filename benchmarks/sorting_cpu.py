@@ -1,6 +1,6 @@
 """Our `soft_sort` vs diffsort 0.2.0's `DiffSortNet` on CPU at NeCo shapes (issue 5 §5).
 
-    JAX_PLATFORMS=cpu PYTHONPATH=. python benchmarks/sorting_cpu.py --batches 16 64 --row-chunks 0 196 \
+    JAX_PLATFORMS=cpu PYTHONPATH=. python benchmarks/sorting_cpu.py --batches 16 64 --row-chunks 0 49 98 \
         --out /tmp/sorting_cpu.json
 
 Rows = B·49 of length n = 49 (one pair's similarity rows), bitonic + cauchy, β = 100, fp32.
@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--network", default="bitonic")
     parser.add_argument("--relaxation", default="cauchy")
     parser.add_argument("--steepness", type=float, default=100.0)
-    parser.add_argument("--row-chunks", type=int, nargs="+", default=[0, 196])
+    parser.add_argument("--row-chunks", type=int, nargs="+", default=[0, 49, 98])
     parser.add_argument("--threads", type=int, default=os.cpu_count(),
                         help="torch threads; 1 also makes XLA single-threaded, else XLA uses every core")
     parser.add_argument("--warmup", type=int, default=2)
