@@ -181,6 +181,20 @@ def test_no_exact_zeros_fp32():
     assert perm.dtype == jnp.float32 and float(perm.min()) > 0.0
 
 
+def test_block_stages_follow_the_cost_rule():
+    """Bitonic stages are composed in blocks while 2^k * block < n^2; their in-block partner
+    tables are involutions without fixed points (every wire is in a comparator)."""
+    from dense_jax.ops.sorting import _block_stages
+
+    assert [block for block, _ in _block_stages("bitonic", 49)] == [2, 4, 8, 16, 32]
+    assert [block for block, _ in _block_stages("bitonic", 16)] == [2, 4, 8]
+    assert _block_stages("bitonic", 2) == () and _block_stages("odd_even", 49) == ()
+    for block, partners in _block_stages("bitonic", 49):
+        assert partners.shape == (int(math.log2(block)) - 1, block)
+        for row in partners:
+            assert np.array_equal(row[row], np.arange(block)) and np.all(row != np.arange(block))
+
+
 def test_fast_arctan():
     """The float32 arctan behind the cauchy swaps: within 2e-7 of the exact arctan over the
     three reduction ranges, at the signed zeros and infinities; derivative 1 / (1 + v^2)."""
