@@ -250,7 +250,9 @@ def _block_stages(network: str, n: int) -> tuple[tuple[int, np.ndarray], ...]:
         if padded * block >= n * n:
             break
         strides = 2 ** (s - np.arange(1, s + 1))
-        stages.append((block, (np.arange(block)[None, :] ^ strides[:, None]).astype(np.int32)))
+        partners = (np.arange(block)[None, :] ^ strides[:, None]).astype(np.int32)
+        partners.setflags(write=False)  # cached: shared by every trace
+        stages.append((block, partners))
     return tuple(stages)
 
 
@@ -333,7 +335,8 @@ def _compose_swaps(own, partners, network, unroll=False):
         first += 1 + len(later)
     perm = _merge_blocks(perm, _in_blocks(own_padded[first], 2 * perm.shape[0]))
     while perm.shape[1] > 1:  # the first dense stage's block is not yet all wires
-        perm = _merge_blocks(perm, jnp.ones((2 * perm.shape[0], perm.shape[1] // 2, rows)))
+        perm = _merge_blocks(perm, jnp.ones((2 * perm.shape[0], perm.shape[1] // 2, rows),
+                                            own.dtype))
     return _scan_swaps(perm[-n:, 0, -n:], own[first + 1:], partners[first + 1:], unroll)
 
 
