@@ -26,7 +26,9 @@ import jax.numpy as jnp
 
 from dense_jax import methods
 from dense_jax.evaluate import config_from_file
-from dense_jax.train import optim, sharding as shd, state as state_lib
+from dense_jax.core import sharding as shd
+from dense_jax.models import build
+from dense_jax.train import optim, state as state_lib
 from dense_jax.train.step import make_step
 
 # Dense peak TFLOP/s (no sparsity) by device kind and compute dtype.
@@ -107,7 +109,7 @@ def main() -> None:
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         key_init, key_steps, key_data = jax.random.split(jax.random.key(0), 3)
         abstract = jax.eval_shape(lambda k: nn.unbox(state_lib.init_params(config, method, k)), key_init)
-        tx = optim.build(config, methods.groups_of(method, abstract))
+        tx = optim.build(config, getattr(method, "param_groups", build.param_groups)(abstract))
         init, shardings = state_lib.create(config, method, tx, mesh, rules, key_init)
         step = make_step(config, method, tx, shardings, mesh)
         state = init()
@@ -125,7 +127,7 @@ def main() -> None:
             jax.block_until_ready(metrics)
             times.append(time.perf_counter() - start)
 
-    vit = methods.backbone(config)
+    vit = build.backbone(config.model)
     step_s = statistics.median(times)
     flops = model_flops(config, vit)
     device = jax.devices()[0]

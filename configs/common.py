@@ -46,6 +46,7 @@ def base() -> mlc.ConfigDict:
         workers=0,  # grain worker processes per host (0 = in-process)
         max_consecutive_bad=32,  # unreadable files skipped in a row before giving up
         max_bad_fraction=0.01,  # stop when more than this fraction of read images failed
+        masks=False,  # the source also yields each image's segmentation mask ("mask")
     ))
 
     # Multi-crop recipe: fields of dense_jax.data.transforms.MultiCropSpec.
@@ -62,7 +63,8 @@ def base() -> mlc.ConfigDict:
         # Learning-rate factor per parameter group (labels from the method's param_groups).
         lr_scale=mlc.ConfigDict(dict(backbone=1.0, head=1.0, last_layer=1.0)),
     ))
-    c.teacher = mlc.ConfigDict(dict(momentum=0.996, momentum_end=1.0))
+    # EMA teacher (croc.md §3); ema=False: no teacher tree in the state (supervised methods).
+    c.teacher = mlc.ConfigDict(dict(ema=True, momentum=0.996, momentum_end=1.0))
 
     c.train = mlc.ConfigDict(dict(
         epochs=100,

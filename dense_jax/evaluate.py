@@ -41,7 +41,7 @@ def run_protocols(backbone_fn: Callable, params: Any, config, workdir: str | Non
     """
     import jax
     from dense_jax.eval.features import EvalContext
-    from dense_jax.train.sharding import make_mesh
+    from dense_jax.core.sharding import make_mesh
 
     unknown = [p for p in config.protocols if p not in PROTOCOLS]
     if unknown:
@@ -79,11 +79,11 @@ def training_hook(train_config, workdir: str) -> Callable | None:
     if not train_config.eval.config:
         return None
     import jax
-    from dense_jax import methods
     from dense_jax.eval import report
+    from dense_jax.models.build import backbone
 
     eval_config = config_from_file(train_config.eval.config)
-    model = methods.backbone(train_config).clone(
+    model = backbone(train_config.model).clone(
         drop_path_rate=0.0, dtype=eval_config.model.dtype, n_last_blocks=eval_config.model.n_last_blocks)
 
     def backbone_fn(params, images):

@@ -26,13 +26,14 @@ def main(argv) -> None:
     config = _CONFIG.value
     if config.multihost:
         jax.distributed.initialize()
+    from dense_jax import methods
     from dense_jax.evaluate import training_hook
     from dense_jax.methods import UnknownMethodError
     from dense_jax.train import loop
 
     try:
         hook = training_hook(config, _WORKDIR.value)
-        loop.train(config, _WORKDIR.value, hooks=[hook] if hook else [])
+        loop.train(config, methods.get(config.method), _WORKDIR.value, hooks=[hook] if hook else [])
     except (UnknownMethodError, FileNotFoundError, loop.NonFiniteLossError,
             loop.TooManyUnreadableError) as err:  # one clear line, no traceback
         sys.exit(f"error: {err}")

@@ -69,14 +69,18 @@ def steps_per_epoch(num_examples: int, global_batch: int) -> int:
     return steps
 
 
-def build(config: mlc.ConfigDict, source: Source, process_index: int,
-          process_count: int) -> grain.IterDataset:
-    """This host's batches for a resolved config; iterate with ``iter(...)``."""
+def build(config: mlc.ConfigDict, source: Source, process_index: int, process_count: int,
+          transform: grain.transforms.RandomMap | None = None) -> grain.IterDataset:
+    """This host's batches for a resolved config; iterate with ``iter(...)``.
+
+    `transform`: the per-element random map (a method's own input); default the multi-crop
+    transform of ``config.crops``."""
     batch = config.data.batch_size
     if batch % process_count:
         raise ValueError(f"data.batch_size={batch} is not divisible by {process_count} hosts")
+    transform = transform or MultiCropTransform(crop_spec(config))
     stream = (grain.MapDataset.source(source).seed(config.seed).shuffle().repeat(None)
-              .random_map(MultiCropTransform(crop_spec(config))))
+              .random_map(transform))
     local = HostShard(stream, len(source), config.train.steps_per_epoch, batch,
                       process_index, process_count)
     dataset = local.batch(batch // process_count, drop_remainder=True).to_iter_dataset()

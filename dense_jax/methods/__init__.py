@@ -1,41 +1,57 @@
-"""SSL methods as small modules of pure functions that the one trainer calls (architecture.md).
+"""Methods as small modules of pure functions that the one trainer calls (architecture.md).
 
-A method module (registered in `METHODS` under ``config.method``) exposes:
+The training CLI looks a method up by ``config.method`` (`get`) and hands the module to the
+trainer; ``dense_jax.train`` never imports this package and the methods never import the
+trainer (both build on ``dense_jax.core``). A method module exposes:
 
-``heads(config) -> nn.Module``
-    the projection head(s), applied to backbone features of width ``embed_dim``.
-``init_aux(config, rng) -> dict``
-    non-parameter state (centers, banks, queues, pointers): arrays only. A leaf may be an
-    ``nn.Partitioned`` box with logical names (e.g. ``("batch", None)`` for a bank split over
-    'data'); plain arrays are replicated.
-``loss(student_params, teacher_params, aux, batch, rng, step, config) -> (loss, (metrics, new_aux))``
-    pure and jit-able; the trainer differentiates it w.r.t. ``student_params`` only. Param
-    trees are ``{"backbone": ..., "head": ...}``; ``metrics`` is a dict of scalars.
-``param_groups(params) -> labels`` (optional)
-    a tree like ``params`` whose leaves name optimizer groups (default `param_groups`:
-    "backbone", "head", "last_layer"); each group needs ``config.optim.lr_scale[group]``.
-``init_teacher(config, student_params, rng) -> teacher_params`` (optional)
-    the teacher at step 0 (same tree); default: a copy of the student.
+Required
+    ``heads(config) -> nn.Module``: the head(s) on the backbone's features.
+    ``init_aux(config, rng) -> dict``: non-parameter state (centers, banks, queues, pointers),
+        arrays only. A leaf may be an ``nn.Partitioned`` box with logical names, e.g.
+        ``("batch", None)`` for a bank whose rows are split over the 'data' mesh axis; plain
+        arrays are replicated. It is carried, sharded and checkpointed with the state.
+    ``loss(params, teacher, aux, batch, ctx) -> (loss, LossOutput | (metrics, new_aux))``:
+        pure and jit-able; the trainer differentiates it w.r.t. ``params`` (the student,
+        ``{"backbone", "head"}``) only. ``teacher`` is the EMA tree (``{}`` without one);
+        ``ctx`` a `dense_jax.core.context.StepContext` (config, mesh, schedules, step, this
+        step's key, the student's non-parameter collections). ``metrics``: scalars.
 
-New methods (CrOC, CrIBo, NeCo) add a module and a config, never a trainer fork.
+Optional
+    ``HEAD_INPUT = "vector" | "map"``: the rank of the features the head is initialised on,
+        (1, D) (default) or a (1, h, w, D) token map (spatial decoders).
+    ``transform(config) -> grain.transforms.RandomMap``: the method's own input transform
+        (default: the multi-crop transform of ``config.crops``); with ``config.data.masks``
+        the training source yields ``mask`` next to ``image``.
+    ``predict(params, images, config) -> dict``: inference outputs for the evaluators and
+        PNG writers (e.g. ``{"logits": (B, H, W, C)}`` of a segmentation network).
+    ``param_groups(params) -> labels``: optimizer groups (default `param_groups`), each group
+        needing ``config.optim.lr_scale[group]``; see `dense_jax.models.build.param_groups`.
+    ``init_teacher(config, student_params, rng) -> teacher_params``: the teacher at step 0
+        (default: a copy of the student). No teacher at all with ``config.teacher.ema=False``.
+
+Heads with non-parameter collections (BatchNorm statistics) get them in ``ctx.model_state``
+and return the new values as ``LossOutput.model_state``.
+
+Why one ``loss`` and not a split ``targets`` (teacher, no gradients) + ``loss`` (student):
+CrIBo's order teacher → cluster → bank search → enqueue → student loss reads naturally inside
+one function under ``stop_gradient``; the gradient is taken w.r.t. the student only, so the
+teacher half costs no backward pass either way.
+
+New methods (CrOC, CrIBo, COMUS self-training) add a module and a config, never a trainer fork.
 """
 
 from __future__ import annotations
 
 import importlib
 from types import ModuleType
-from typing import Any
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
-import ml_collections as mlc
 
-from dense_jax import models
+from dense_jax.core.context import LossOutput, StepContext  # noqa: F401  (the interface's types)
 
 METHODS: dict[str, str] = {
     "dino": "dense_jax.methods.dino",
     "neco": "dense_jax.methods.neco",
+    "segmentation": "dense_jax.methods.segmentation",
 }
 
 _REQUIRED = ("heads", "init_aux", "loss")
@@ -45,42 +61,18 @@ class UnknownMethodError(ValueError):
     """``config.method`` names no registered method."""
 
 
+def check(module: ModuleType) -> ModuleType:
+    """`module`, after checking that it has the required functions."""
+    missing = [f for f in _REQUIRED if not callable(getattr(module, f, None))]
+    if missing:
+        raise TypeError(f"method module {module.__name__} lacks {missing}")
+    if getattr(module, "HEAD_INPUT", "vector") not in ("vector", "map"):
+        raise TypeError(f"method module {module.__name__}: HEAD_INPUT must be 'vector' or 'map'")
+    return module
+
+
 def get(name: str) -> ModuleType:
     """The method module registered as `name`, with its interface checked."""
     if name not in METHODS:
         raise UnknownMethodError(f"unknown method {name!r} (config.method); known methods: {', '.join(sorted(METHODS))}")
-    module = importlib.import_module(METHODS[name])
-    missing = [f for f in _REQUIRED if not callable(getattr(module, f, None))]
-    if missing:
-        raise TypeError(f"method module {module.__name__} lacks {missing}")
-    return module
-
-
-def backbone(config: mlc.ConfigDict) -> models.VisionTransformer:
-    """The ViT of `config.model` (student: ``train=True``; teacher: ``train=False``, no drop path)."""
-    overrides = {k: v for k, v in config.model.items() if k != "variant"}
-    return models.create(config.model.variant, **overrides)
-
-
-def init_head(config: mlc.ConfigDict, head: nn.Module, rng: jax.Array) -> Any:
-    """Boxed params of `head` on features of the backbone's width (``embed_dim``)."""
-    features = jnp.zeros((1, backbone(config).embed_dim), jnp.float32)
-    return head.init(rng, features)["params"]
-
-
-def param_groups(params: Any) -> Any:
-    """Default optimizer groups: the backbone, the head, and any head layer named
-    ``last_layer*`` (frozen during ``optim.freeze_last_layer`` epochs, croc.md §7)."""
-
-    def label(path, _):
-        keys = [getattr(k, "key", "") for k in path]
-        if keys[0] == "backbone":
-            return "backbone"
-        return "last_layer" if any(str(k).startswith("last_layer") for k in keys) else "head"
-
-    return jax.tree_util.tree_map_with_path(label, params)
-
-
-def groups_of(method: ModuleType, params: Any) -> Any:
-    """The method's own `param_groups` if it defines one, else the default."""
-    return getattr(method, "param_groups", param_groups)(params)
+    return check(importlib.import_module(METHODS[name]))

@@ -20,9 +20,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections as mlc
 
-from dense_jax.methods import backbone
+from dense_jax.core.schedules import Schedules, per_epoch_linear
+from dense_jax.models.build import backbone
 from dense_jax.models.heads import DINOHead
-from dense_jax.train.schedules import Schedules, per_epoch_linear
 
 
 def heads(config: mlc.ConfigDict) -> DINOHead:
@@ -95,10 +95,11 @@ def update_center(center, teacher_logits, momentum: float) -> jax.Array:
     return momentum * center + (1.0 - momentum) * teacher_logits.mean(axis=0, keepdims=True)
 
 
-def loss(student_params, teacher_params, aux, batch, rng, step, config):
+def loss(student_params, teacher_params, aux, batch, ctx):
     """DINO loss; see the module docstring. Returns (loss, (metrics, new_aux))."""
+    config, rng = ctx.config, ctx.rng
     d = config.dino
-    vit, head = backbone(config), heads(config)
+    vit, head = backbone(config.model), heads(config)
     n_global = batch["global"].shape[1]
     globals_ = view_major(batch["global"])
 
@@ -116,7 +117,7 @@ def loss(student_params, teacher_params, aux, batch, rng, step, config):
         features.append(student_cls(batch["local"], key_local))
     student = head.apply({"params": student_params["head"]}, jnp.concatenate(features))
 
-    temp = teacher_temp(config, step)
+    temp = teacher_temp(config, ctx.step)
     value = dino_loss(student, teacher, aux["center"], temp, d.student_temp, n_global,
                       d.centering)
     center = update_center(aux["center"], teacher, d.center_momentum)

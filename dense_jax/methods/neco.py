@@ -33,7 +33,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections as mlc
 
-from dense_jax import methods
+from dense_jax.methods.dino import view_major
+from dense_jax.models.build import backbone, init_head
+from dense_jax.models.build import param_groups as default_param_groups
 from dense_jax.models.heads import ProjectionMLP, l2_normalize
 from dense_jax.ops.roi_align import roi_align
 from dense_jax.ops.sorting import soft_sort
@@ -76,7 +78,7 @@ def init_teacher(config: mlc.ConfigDict, student_params, rng: jax.Array):
     ``neco.independent_teacher_head=False`` copies the student's head instead."""
     teacher = jax.tree.map(jnp.copy, student_params)
     if config.neco.independent_teacher_head:
-        teacher["head"] = nn.unbox(methods.init_head(config, heads(config), rng))
+        teacher["head"] = nn.unbox(init_head(config, heads(config), rng)[0])
     return teacher
 
 
@@ -84,7 +86,7 @@ def param_groups(params):
     """Backbone vs head (neco.md §2 "Optimizer"; biases and 1-D params are left undecayed by
     the optimizer). ``mask_token`` (DINOv2 weights) gets no gradient in NeCo and torch never
     steps it, so it is the group "unused" (lr scale 0): no weight decay either."""
-    labels = methods.param_groups(params)
+    labels = default_param_groups(params)
     if "mask_token" in params["backbone"]:
         labels["backbone"]["mask_token"] = "unused"
     return labels
@@ -226,27 +228,24 @@ def _project(backbone, head, params, images, train: bool, rng):
     return head.apply({"params": params["head"]}, feats)
 
 
-def loss(student_params, teacher_params, aux, batch, rng, step, config: mlc.ConfigDict):
+def loss(student_params, teacher_params, aux, batch, ctx):
     """Trainer entry point (methods/__init__.py interface)."""
-    del step
-    student = methods.backbone(config)
+    config, rng = ctx.config, ctx.rng
+    student = backbone(config.model)
     teacher = student.clone(drop_path_rate=0.0)
     head = heads(config)
     globals_, locals_ = batch["global"], batch.get("local")
     n_global = globals_.shape[1]
     key_g, key_l, key_loss = jax.random.split(rng, 3)
 
-    def views(x):  # (B, n, S, S, 3) -> (n·B, S, S, 3), view-major as the references
-        return jnp.swapaxes(x, 0, 1).reshape((-1,) + x.shape[2:])
-
     def split(maps, n):
         return list(maps.reshape((n, -1) + maps.shape[1:]))
 
     teacher_maps = split(jax.lax.stop_gradient(
-        _project(teacher, head, teacher_params, views(globals_), False, None)), n_global)
-    student_maps = split(_project(student, head, student_params, views(globals_), True, key_g), n_global)
+        _project(teacher, head, teacher_params, view_major(globals_), False, None)), n_global)
+    student_maps = split(_project(student, head, student_params, view_major(globals_), True, key_g), n_global)
     if locals_ is not None:
-        student_maps += split(_project(student, head, student_params, views(locals_), True, key_l),
+        student_maps += split(_project(student, head, student_params, view_major(locals_), True, key_l),
                               locals_.shape[1])
     value, metrics, new_aux = neco_loss(teacher_maps, student_maps, batch["gc"], batch["all"], aux,
                                         key_loss, config, student.patch_size)

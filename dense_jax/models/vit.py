@@ -23,7 +23,7 @@ key                 shape                       meaning
                                                 oldest first (concatenation evaluations)
 ==================  ==========================  ==========================================
 
-Every parameter carries logical axis names (see `dense_jax.train.sharding`) so that the
+Every parameter carries logical axis names (see `dense_jax.core.sharding`) so that the
 trainer can shard it data-parallel or FSDP.
 """
 

@@ -90,7 +90,8 @@ def teacher_backbone(path: str, target: Callable[[dict], object], hint: str = ""
 
     ``path``: the run's workdir or its checkpoint directory. ``target(run_config)`` gives the
     abstract backbone params (``jax.ShapeDtypeStruct`` with shardings) to restore into; only
-    ``state/teacher/backbone`` is read (partial restore), never the optimizer state.
+    ``state/teacher/backbone`` is read (partial restore), never the optimizer state. A run
+    without a teacher (``teacher.ema=False``) gives its student backbone.
     """
     manager = ocp.CheckpointManager(
         _checkpoint_dir(os.path.abspath(path)),
@@ -100,11 +101,12 @@ def teacher_backbone(path: str, target: Callable[[dict], object], hint: str = ""
     if step is None:
         raise FileNotFoundError(f"{path!r} holds no dense_jax checkpoint" + (f"; {hint}" if hint else ""))
     run_config = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]["config"]
-    item = {"teacher": {"backbone": target(run_config)}}
+    tree = "teacher" if run_config["teacher"].get("ema", True) else "params"
+    item = {tree: {"backbone": target(run_config)}}
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
         item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True)))
     manager.close()
-    return restored["state"]["teacher"]["backbone"], run_config, step
+    return restored["state"][tree]["backbone"], run_config, step
 
 
 def _weights_file_backbone(config: mlc.ConfigDict, target) -> dict:
@@ -141,8 +143,10 @@ def load_pretrained_backbone(init: Callable[[], TrainState], shardings: TrainSta
     else:  # a missing file gets the weights module's download message
         backbone = _weights_file_backbone(config, target)
     state = init()
-    return state.replace(params={**state.params, "backbone": backbone},
-                         teacher={**state.teacher, "backbone": jax.tree.map(jnp.copy, backbone)}), origin
+    state = state.replace(params={**state.params, "backbone": backbone})
+    if config.teacher.ema:
+        state = state.replace(teacher={**state.teacher, "backbone": jax.tree.map(jnp.copy, backbone)})
+    return state, origin
 
 
 def restore_or_init(ckpt: Checkpointer, config: mlc.ConfigDict, init: Callable[[], TrainState],

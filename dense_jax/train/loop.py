@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import time
+from types import ModuleType
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -24,15 +25,16 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm import tqdm
 
-from dense_jax import methods
 from dense_jax.data import pipeline, sources
+from dense_jax.models import build
 from dense_jax.train import optim
-from dense_jax.train import sharding as shd
+from dense_jax.core import sharding as shd
 from dense_jax.train import state as state_lib
 from dense_jax.train.checkpoint import Checkpointer, restore_or_init
 from dense_jax.train.step import make_step
 
-# An evaluation hook gets the teacher backbone params and the step; it may return metrics.
+# An evaluation hook gets the evaluated backbone params (the EMA teacher's, or the student's
+# for a run without a teacher) and the step; it may return metrics.
 EvalHook = Callable[[Any, int], "dict[str, float] | None"]
 
 
@@ -130,7 +132,7 @@ class _Preemption:
 class Trainer:
     """Everything `train` builds before stepping; also what the tests drive directly."""
     config: mlc.ConfigDict  # resolved
-    method: Any
+    method: ModuleType
     source: sources.SkipUnreadable
     mesh: Mesh
     tx: Any
@@ -140,7 +142,13 @@ class Trainer:
     rng: jax.Array  # replicated base key of the steps
 
     def data_iterator(self):
-        return iter(pipeline.build(self.config, self.source, jax.process_index(), jax.process_count()))
+        transform = getattr(self.method, "transform", None)
+        return iter(pipeline.build(self.config, self.source, jax.process_index(), jax.process_count(),
+                                   transform(self.config) if transform else None))
+
+    def evaluated_backbone(self, state: state_lib.TrainState) -> Any:
+        """The backbone the evaluations score: the EMA teacher's, else the student's."""
+        return (state.teacher if self.config.teacher.ema else state.params)["backbone"]
 
     def device_batch(self, host_batch: dict) -> dict:
         return shd.to_global({k: v for k, v in host_batch.items() if k not in pipeline.HOST_KEYS},
@@ -153,9 +161,8 @@ def mesh_and_rules(config: mlc.ConfigDict):
     return shd.make_mesh(config.mesh.shape), shd.logical_rules(config.mesh.fsdp)
 
 
-def build_trainer(config: mlc.ConfigDict, mesh: Mesh, rules) -> Trainer:
-    """Method, data source, optimizer, sharded state init and jitted step for `config`."""
-    method = methods.get(config.method)
+def build_trainer(config: mlc.ConfigDict, method: ModuleType, mesh: Mesh, rules) -> Trainer:
+    """Data source, optimizer, sharded state init and jitted step of `method` for `config`."""
     source = sources.training_source(config.data)
     config = resolve_config(config, len(source))
     if config.data.batch_size % mesh.shape["data"]:
@@ -163,18 +170,19 @@ def build_trainer(config: mlc.ConfigDict, mesh: Mesh, rules) -> Trainer:
                          f"{mesh.shape['data']} devices of the 'data' mesh axis")
     key_init, key_steps = jax.random.split(jax.random.key(config.seed))
     abstract_params = jax.eval_shape(lambda k: nn.unbox(state_lib.init_params(config, method, k)), key_init)
-    tx = optim.build(config, methods.groups_of(method, abstract_params))
+    tx = optim.build(config, getattr(method, "param_groups", build.param_groups)(abstract_params))
     init, shardings = state_lib.create(config, method, tx, mesh, rules, key_init)
     return Trainer(config, method, source, mesh, tx, init, shardings,
                    make_step(config, method, tx, shardings, mesh),
                    jax.device_put(key_steps, shd.replicated(mesh)))
 
 
-def train(config: mlc.ConfigDict, workdir: str, hooks: Sequence[EvalHook] = ()) -> state_lib.TrainState:
-    """Train `config` in `workdir` (resuming what is there); returns the final state."""
+def train(config: mlc.ConfigDict, method: ModuleType, workdir: str,
+          hooks: Sequence[EvalHook] = ()) -> state_lib.TrainState:
+    """Train `method` under `config` in `workdir` (resuming what is there); returns the final state."""
     mesh, rules = mesh_and_rules(config)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        return run(build_trainer(config, mesh, rules), workdir, hooks)
+        return run(build_trainer(config, method, mesh, rules), workdir, hooks)
 
 
 def run(trainer: Trainer, workdir: str, hooks: Sequence[EvalHook] = ()) -> state_lib.TrainState:
@@ -218,7 +226,7 @@ def run(trainer: Trainer, workdir: str, hooks: Sequence[EvalHook] = ()) -> state
                 if hooks and ((config.eval.every and done % config.eval.every == 0) or done == total):
                     with jax.transfer_guard("allow"):
                         for hook in hooks:
-                            log.write({"step": done, **(hook(state.teacher["backbone"], done) or {})})
+                            log.write({"step": done, **(hook(trainer.evaluated_backbone(state), done) or {})})
                 if stop:
                     if writes:
                         tqdm.write(f"preempted: checkpoint saved at step {done} in {ckpt.directory}")

@@ -3,10 +3,12 @@
 ``step(state, batch, rng) -> (state, metrics)``:
 
 1. key = fold_in(rng, state.step) (reproducible on resume, no RNG in the state);
-2. loss, grads = value_and_grad(method.loss) w.r.t. the student params only;
+2. loss, grads = value_and_grad(method.loss) w.r.t. the student params only, the method
+   getting a `StepContext` (config, mesh, schedules, step, key, model state);
 3. optimizer update with lr / wd / freeze from `state.step` (croc.md §7);
-4. EMA teacher θ_t ← m·θ_t + (1 − m)·θ_s with the updated student (all params, head too);
-5. the method's new aux state replaces the old.
+4. EMA teacher θ_t ← m·θ_t + (1 − m)·θ_s with the updated student (all params, head too),
+   when the run has a teacher (``config.teacher.ema``);
+5. the method's new aux state and model state replace the old.
 
 Metrics are replicated scalars left on device; the loop fetches them every `log_every` steps.
 """
@@ -20,8 +22,9 @@ import ml_collections as mlc
 import optax
 from jax.sharding import Mesh
 
-from dense_jax.train import sharding as shd
-from dense_jax.train.schedules import Schedules
+from dense_jax.core import sharding as shd
+from dense_jax.core.context import LossOutput, StepContext
+from dense_jax.core.schedules import Schedules
 from dense_jax.train.state import TrainState
 
 
@@ -32,19 +35,25 @@ def make_step(config: mlc.ConfigDict, method: ModuleType, tx: optax.GradientTran
 
     def train_step(state: TrainState, batch: dict, rng: jax.Array):
         step = state.step
-        key = jax.random.fold_in(rng, step)
+        ctx = StepContext(config=config, mesh=mesh, schedules=schedules, step=step,
+                          rng=jax.random.fold_in(rng, step), model_state=state.model_state)
         grad_fn = jax.value_and_grad(method.loss, has_aux=True)
-        (loss, (metrics, aux)), grads = grad_fn(state.params, state.teacher, state.aux, batch, key,
-                                                step, config)
-        lr, wd, momentum = schedules.lr(step), schedules.weight_decay(step), schedules.momentum(step)
+        (loss, out), grads = grad_fn(state.params, state.teacher, state.aux, batch, ctx)
+        out = LossOutput(*out)
+        lr, wd = schedules.lr(step), schedules.weight_decay(step)
         updates, opt_state = tx.update(grads, state.opt_state, state.params, lr=lr, wd=wd,
                                        freeze=schedules.freeze_last_layer(step))
         params = optax.apply_updates(state.params, updates)
-        teacher = jax.tree.map(lambda t, s: momentum * t + (1.0 - momentum) * s, state.teacher, params)
-        metrics = {**metrics, "loss": loss, "lr": lr, "weight_decay": wd, "momentum": momentum,
+        metrics = {**out.metrics, "loss": loss, "lr": lr, "weight_decay": wd,
                    "grad_norm": optax.tree.norm(grads)}
+        teacher = state.teacher
+        if config.teacher.ema:
+            momentum = schedules.momentum(step)
+            teacher = jax.tree.map(lambda t, s: momentum * t + (1.0 - momentum) * s, teacher, params)
+            metrics["momentum"] = momentum
+        model_state = state.model_state if out.model_state is None else out.model_state
         new_state = state.replace(step=step + 1, params=params, teacher=teacher,
-                                  opt_state=opt_state, aux=aux)
+                                  opt_state=opt_state, aux=out.aux, model_state=model_state)
         return new_state, metrics
 
     repl = shd.replicated(mesh)

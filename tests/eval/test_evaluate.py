@@ -15,6 +15,7 @@ from configs.dino_coco import get_config as train_config
 from configs.eval import base
 from dense_jax import evaluate
 from dense_jax.eval import backbones, features
+from dense_jax.models import build
 from dense_jax.train import loop
 from dense_jax.train.checkpoint import Checkpointer
 from tests.data.test_segmentation import _davis, _voc
@@ -122,7 +123,7 @@ def test_weights_from_a_training_workdir_load_the_teacher(tmp_path):
     config.mesh.shape = (2, 1)
     mesh, rules = loop.mesh_and_rules(config)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        trainer = loop.build_trainer(config, mesh, rules)
+        trainer = loop.build_trainer(config, methods.get(config.method), mesh, rules)
         state = trainer.init()
         teacher = jax.tree.map(lambda a: a + 1.0, state.params["backbone"])  # != student
         state = state.replace(teacher={**state.teacher, "backbone": teacher})
@@ -148,7 +149,7 @@ def test_training_hook_scores_the_teacher_backbone(tmp_path):
     assert evaluate.training_hook(config, str(tmp_path)) is None
     config.eval.config = os.path.join(REPO, "configs/eval/kmeans_voc.py:demo")
     hook = evaluate.training_hook(config, str(tmp_path))
-    vit = loop.methods.backbone(config)
+    vit = build.backbone(config.model)
     params = nn.unbox(vit.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32))["params"])
     scores = hook(params, 7)
     assert set(scores) == {"eval/kmeans/k9"}

@@ -7,7 +7,7 @@ import torch
 
 from configs.eval import base
 from dense_jax.eval import features, linear, metrics
-from dense_jax.train.sharding import make_mesh
+from dense_jax.core.sharding import make_mesh
 
 PATCH, GRID, NUM_CLASSES = 16, 4, 5
 

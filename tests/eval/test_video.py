@@ -7,7 +7,7 @@ import pytest
 
 from configs.eval import base
 from dense_jax.eval import features, video
-from dense_jax.train.sharding import make_mesh
+from dense_jax.core.sharding import make_mesh
 
 P, H, W = 16, 64, 128  # 4 × 8 patches
 

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from configs.neco_dinov2 import get_config
-from dense_jax import methods
+from dense_jax.models import build
 from dense_jax.methods import neco
 from dense_jax.train import checkpoint, optim
-from dense_jax.train.schedules import Schedules
+from dense_jax.core.schedules import Schedules
 from tests.methods.test_neco import _maps, _records
 from tests.train.test_trainer import Trainers, max_abs_diff, run_steps
 
@@ -186,7 +186,7 @@ def test_steps_fill_queues_with_teacher_tokens_and_ema_follows_update(trainers, 
 
     one = run_steps(trainers, (1, 1), False, host_batches[:1], init_state=reference["init"])
     teacher0 = reference["init"].teacher
-    vit = methods.backbone(config).clone(drop_path_rate=0.0)
+    vit = build.backbone(config.model).clone(drop_path_rate=0.0)
     for c in range(2):
         tokens = np.asarray(neco._project(vit, neco.heads(config), teacher0, host_batches[0]["global"][:, c],
                                           False, None)).reshape(-1, config.neco.out_dim)

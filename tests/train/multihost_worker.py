@@ -15,10 +15,11 @@ if n_procs > 1:
     jax.distributed.initialize(f"localhost:{port}", n_procs, pid)
 
 from configs.dino_coco import get_config  # noqa: E402
+from dense_jax import methods  # noqa: E402
 from dense_jax.train import loop  # noqa: E402
 
 config = get_config("smoke")
 config.mesh.shape = (8, 1)
 config.train.epochs = 1
 config.train.record_batch_ids = True
-loop.train(config, workdir)
+loop.train(config, methods.get(config.method), workdir)

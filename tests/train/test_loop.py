@@ -11,6 +11,7 @@ import pytest
 
 from configs.dino_coco import get_config
 from dense_jax.models import registry, weights
+from dense_jax import methods
 from dense_jax.train import loop
 from dense_jax.train.checkpoint import Checkpointer, restore_or_init
 
@@ -52,7 +53,7 @@ def test_init_from_converted_weights(tmp_path):
     config.mesh.shape = (2, 1)
     mesh, rules = loop.mesh_and_rules(config)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        trainer = loop.build_trainer(config, mesh, rules)
+        trainer = loop.build_trainer(config, methods.get(config.method), mesh, rules)
         overrides = {k: v for k, v in config.model.items() if k != "variant"}
         fresh = jax.device_get(trainer.init().params["backbone"])
         shifted = jax.tree.map(lambda a: a + 1.0, fresh)

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from configs.dino_coco import get_config
+from dense_jax import methods
 from dense_jax.train import loop
 
 N_STEPS = 3
@@ -48,7 +49,7 @@ class Trainers:
             config = self.make_config(shape, fsdp)
             mesh, rules = loop.mesh_and_rules(config)
             with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-                self.built[shape, fsdp] = (loop.build_trainer(config, mesh, rules), rules)
+                self.built[shape, fsdp] = (loop.build_trainer(config, methods.get(config.method), mesh, rules), rules)
         return self.built[shape, fsdp]
 
     def context(self, shape, fsdp=False):

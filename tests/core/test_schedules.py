@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from configs.dino_coco import get_config
-from dense_jax.train import schedules
+from dense_jax.core import schedules
 
 
 def dino_cosine_array(base, final, epochs, niter, warmup_epochs=0, start_warmup=0.0):
