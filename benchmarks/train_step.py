@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from dense_jax import methods
-from dense_jax.evaluate import config_from_file
+from dense_jax.core.config_files import config_from_file
 from dense_jax.core import sharding as shd
 from dense_jax.models import build
 from dense_jax.train import optim, state as state_lib

@@ -60,6 +60,11 @@ def base() -> mlc.ConfigDict:
         clip_grad=3.0,  # per-tensor norm clipping; 0 disables
         freeze_last_layer=1,  # epochs during which the "last_layer" group is not updated
         b1=0.9, b2=0.999, eps=1e-8,
+        name="adamw",  # "adamw" (DINO) | "sgd" | "adam" (coupled decay, the linear probes)
+        sgd_momentum=0.9,
+        schedule="cosine",  # "cosine" (DINO, warm-up + min_lr) | "steps" (× gamma per milestone)
+        milestones=(), gamma=0.1,  # "steps": epochs at which the lr is multiplied by gamma
+        power=0.9,  # "poly": (1 - step/total)^power from lr down to min_lr
         # Learning-rate factor per parameter group (labels from the method's param_groups).
         lr_scale=mlc.ConfigDict(dict(backbone=1.0, head=1.0, last_layer=1.0)),
     ))
@@ -69,14 +74,33 @@ def base() -> mlc.ConfigDict:
     c.train = mlc.ConfigDict(dict(
         epochs=100,
         steps_per_epoch=0,  # 0 = len(dataset) // batch_size (DINO's drop_last loader)
+        max_steps=0,  # > 0: stop after this many steps (iteration-based recipes), else epochs
         log_every=50,
         record_batch_ids=False,  # write batch_ids.<process>.jsonl (reproducibility audits)
     ))
     c.ckpt = mlc.ConfigDict(dict(every_steps=1000, keep=3, async_save=True))
-    # Periodic evaluation of the teacher backbone: an evaluation config file[:variant] (e.g.
-    # "configs/eval/linear_voc.py:demo"; "" = none), run every `every` steps and at the end.
-    c.eval = mlc.ConfigDict(dict(config="", every=0))
+    # Evaluations during training (dense_jax/eval/periodic.py), each at its own cadence:
+    # c.evals.<name> = dict(config="configs/eval/<protocol>_<dataset>.py[:variants]", every=N)
+    # runs on the EMA teacher's backbone (the student's without a teacher) every N steps (0:
+    # at the end only) and at the last step; scores go to metrics.jsonl as eval/<name>/...
+    c.evals = mlc.ConfigDict()
     return c
+
+
+def segmentation_section(num_classes: int = 21, ignore_index: int = 255) -> mlc.ConfigDict:
+    """``config.segmentation`` of the supervised segmentation method (methods/segmentation.py)."""
+    return mlc.ConfigDict(dict(
+        num_classes=num_classes, ignore_index=ignore_index,
+        features="patch",  # "patch" (last block, normed) | "last_blocks" (n_blocks concatenated)
+        n_blocks=4,
+        head="linear",  # "linear" (1×1 conv) | "conv" (3×3 conv, BatchNorm, ReLU, 1×1 conv)
+        conv_dim=256,
+        feature_dim=0,  # head-only runs on precomputed features (model.variant=""): their width
+        freeze_backbone=True,  # needs optim.lr_scale.backbone = 0
+        label_size=0,  # loss resolution (0 = the crop size)
+        crop_scale=(0.8, 1.0), crop_ratio=(3 / 4, 4 / 3), hflip=0.5,
+        augment=True,  # False: squash to the crop size, no random crop or flip
+    ))
 
 
 def coco_train2017(c: mlc.ConfigDict, batch_size: int) -> None:

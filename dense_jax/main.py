@@ -27,13 +27,13 @@ def main(argv) -> None:
     if config.multihost:
         jax.distributed.initialize()
     from dense_jax import methods
-    from dense_jax.evaluate import training_hook
+    from dense_jax.eval import periodic
     from dense_jax.methods import UnknownMethodError
     from dense_jax.train import loop
 
     try:
-        hook = training_hook(config, _WORKDIR.value)
-        loop.train(config, methods.get(config.method), _WORKDIR.value, hooks=[hook] if hook else [])
+        evals = periodic.from_config(config, _WORKDIR.value, fit=loop.fit)
+        loop.train(config, methods.get(config.method), _WORKDIR.value, evals=evals)
     except (UnknownMethodError, FileNotFoundError, loop.NonFiniteLossError,
             loop.TooManyUnreadableError) as err:  # one clear line, no traceback
         sys.exit(f"error: {err}")

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import ml_collections as mlc
 
+from configs import common
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -57,7 +59,14 @@ def make(protocol: str, dataset: str, arg: str | None = None) -> mlc.ConfigDict:
     c.linear = mlc.ConfigDict(dict(
         variant="leopart", n_blocks=4, label_size=100, eval_size=448, epochs=25, batch_size=128,
         optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4, milestones=(20,), gamma=0.1,
-        crop_scale=(0.8, 1.0), crop_ratio=(3 / 4, 4 / 3), hflip=0.5, augment=True))
+        crop_scale=(0.8, 1.0), crop_ratio=(3 / 4, 4 / 3), hflip=0.5, augment=True,
+        schedule="steps", min_lr=0.0, power=0.9,  # "steps" (× gamma at milestones) | "poly" (§2c)
+        iterations=0,  # > 0: a fixed number of steps instead of epochs (MMSeg recipes)
+        lr_sweep=()))  # several lrs: one probe each, the best val mIoU is reported (§2b/§2c)
+    # The training defaults the probe's run starts from (dense_jax.methods.segmentation through
+    # the trainer); the linear section above fills in its recipe.
+    c.trainer = common.base()
+    c.trainer.segmentation = common.segmentation_section()
     # §3a K-means (K = #classes) and overclustering on val tokens.
     c.kmeans = mlc.ConfigDict(dict(
         ks=(21,), seeds=5, pca_dim=50, label_size=100, n_iter=100, n_init=5,

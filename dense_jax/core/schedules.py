@@ -33,6 +33,18 @@ def per_epoch_linear(epoch, warm: float, final: float, warmup_epochs: int) -> ja
     return jnp.where(epoch < warmup_epochs, ramp, final)
 
 
+def step_decay(step, base: float, milestones, gamma: float) -> jax.Array:
+    """``base · gamma^(number of milestones ≤ step)`` (torch ``MultiStepLR`` per iteration)."""
+    passed = sum((jnp.asarray(step) >= m).astype(jnp.float32) for m in milestones)
+    return jnp.asarray(base, jnp.float32) * jnp.asarray(gamma, jnp.float32) ** passed
+
+
+def poly(step, base: float, final: float, total_steps: int, power: float) -> jax.Array:
+    """MMSeg's ``poly`` policy: ``(base − final)·(1 − step/total)^power + final``."""
+    progress = jnp.minimum(jnp.asarray(step, jnp.float32) / max(total_steps, 1), 1.0)
+    return (base - final) * (1.0 - progress) ** power + final
+
+
 @dataclasses.dataclass(frozen=True)
 class Schedules:
     """The trainer's schedules for one run (croc.md §7). All methods take a step array.
@@ -50,7 +62,8 @@ class Schedules:
 
     @property
     def total_steps(self) -> int:
-        return self.config.train.epochs * self.steps_per_epoch
+        """``train.max_steps`` when set (iteration-based recipes), else epochs × steps per epoch."""
+        return self.config.train.max_steps or self.config.train.epochs * self.steps_per_epoch
 
     @property
     def peak_lr(self) -> float:
@@ -62,7 +75,16 @@ class Schedules:
         return step // self.steps_per_epoch
 
     def lr(self, step) -> jax.Array:
+        """``optim.schedule="cosine"``: DINO's warm-up + cosine; ``"steps"``: the peak lr
+        × ``gamma`` per milestone epoch passed (torch ``MultiStepLR``, evaluation.md §2a);
+        ``"poly"``: MMSeg's iteration-wise polynomial decay to ``min_lr`` (§2c)."""
         o = self.config.optim
+        if o.schedule == "steps":
+            return step_decay(step, self.peak_lr, [m * self.steps_per_epoch for m in o.milestones], o.gamma)
+        if o.schedule == "poly":
+            return poly(step, self.peak_lr, o.min_lr, self.total_steps, o.power)
+        if o.schedule != "cosine":
+            raise ValueError(f"unknown optim.schedule {o.schedule!r}; use cosine, steps or poly")
         return cosine(step, self.peak_lr, o.min_lr, self.total_steps,
                       o.warmup_epochs * self.steps_per_epoch)
 

@@ -91,3 +91,13 @@ def to_global(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str
     """
     with jax.transfer_guard_host_to_device("allow"):
         return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+def to_host(tree: Any) -> Any:
+    """Device arrays → numpy, whole: ``device_get`` on one process; with several, each host
+    gathers every shard (``process_allgather``), so all hosts hold the same global values."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)

@@ -119,7 +119,7 @@ class SkipUnreadable:
     """Replaces an unreadable element by the next readable one; counts the skips.
 
     Deterministic (the replacement only depends on the index), so resumed runs and all hosts
-    agree. More than `max_consecutive` failures in a row raise an error naming the files.
+    agree. Elements without an ``index`` get the one they were read at. More than `max_consecutive` failures in a row raise an error naming the files.
     """
 
     def __init__(self, source: Source, max_consecutive: int):
@@ -137,7 +137,7 @@ class SkipUnreadable:
             except (OSError, ValueError, SyntaxError) as err:  # PIL's decode errors
                 errors.append(f"{(index + offset) % len(self.source)}: {err}")
                 continue
-            return {**element, "skipped": offset}
+            return {"index": (index + offset) % len(self.source), **element, "skipped": offset}
         raise RuntimeError(f"{len(errors)} unreadable images in a row from {type(self.source).__name__} "
                            f"(data.max_consecutive_bad={self.max_consecutive}); first: {errors[0]}")
 

@@ -21,12 +21,12 @@ import jax.numpy as jnp
 import ml_collections as mlc
 
 from dense_jax import models
-from dense_jax.train import checkpoint
+from dense_jax.models import build
 
 BackboneFn = Callable[[Any, jax.Array], dict]
 
 
-def _is_run(path: str) -> bool:
+def is_run(path: str) -> bool:
     """A dense_jax training workdir (``ckpt/<step>``) or an orbax checkpoint folder itself."""
     return any(os.path.isdir(c) and any(d.isdigit() for d in os.listdir(c))
                for c in (os.path.join(path, "ckpt"), path))
@@ -41,33 +41,45 @@ def _abstract_backbone(model) -> dict:
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes)
 
 
-def load(config: mlc.ConfigDict) -> tuple[BackboneFn, Any, str]:
-    """``(backbone_fn, params, description)`` for an evaluation config.
+def from_run(path: str, config: mlc.ConfigDict, read_teacher: Callable) -> tuple[BackboneFn, Any, str, dict]:
+    """The teacher backbone of a training workdir, with the run's own architecture and the
+    evaluation's dtype and outputs. ``read_teacher(path, target) -> (params, run_config, step)``
+    is the trainer's checkpoint reader (``dense_jax.train.checkpoint.teacher_backbone``),
+    handed in by the CLI so that this layer does not import the trainer."""
+    eval_overrides = dict(dtype=config.model.dtype, n_last_blocks=config.model.n_last_blocks)
+
+    def run_model(run_config):
+        arch = {k: v for k, v in run_config["model"].items() if k != "variant"}
+        return models.create(run_config["model"]["variant"], **{**arch, **eval_overrides})
+
+    params, run_config, step = read_teacher(path, lambda rc: _abstract_backbone(run_model(rc)))
+    model = run_model(run_config)
+    description = f"{path} step {step} teacher ({run_config['model']['variant']})"
+    return _apply_fn(model), params, description, build.model_config(model, run_config["model"]["variant"])
+
+
+def load(config: mlc.ConfigDict) -> tuple[BackboneFn, Any, str, dict]:
+    """``(backbone_fn, params, description, model_config)`` for a weight file or random init.
 
     ``backbone_fn(params, images)`` returns the ViT output dict (``patch``, ``last_blocks``,
-    ``attn_cls``, ...) in inference mode. ``config.model.dtype`` and ``n_last_blocks`` always
-    apply; the architecture comes from ``config.model.variant`` except for training workdirs.
+    ``attn_cls``, ...) in inference mode; ``model_config`` rebuilds the same ViT through
+    ``dense_jax.models.build.backbone``. ``config.model.dtype`` and ``n_last_blocks`` always
+    apply; the architecture comes from ``config.model.variant`` (``auto``: from the file).
     """
     eval_overrides = dict(dtype=config.model.dtype, n_last_blocks=config.model.n_last_blocks)
     weights = os.path.expanduser(config.weights)
-    if weights and _is_run(weights):
-        def run_model(run_config):  # the run's own architecture, evaluation dtype and outputs
-            arch = {k: v for k, v in run_config["model"].items() if k != "variant"}
-            return models.create(run_config["model"]["variant"], **{**arch, **eval_overrides})
-
-        params, run_config, step = checkpoint.teacher_backbone(
-            weights, lambda run_config: _abstract_backbone(run_model(run_config)))
-        model = run_model(run_config)
-        description = f"{weights} step {step} teacher ({run_config['model']['variant']})"
-    elif weights:
+    if weights:
         model, params = models.load(config.model.variant, weights, select=config.weights_select or None,
                                     **eval_overrides)
         description = f"{weights} ({config.model.variant})"
     else:
         model, params = models.load(config.model.variant, None, seed=config.seed, **eval_overrides)
         description = f"random init ({config.model.variant}, seed {config.seed})"
+    return _apply_fn(model), params, description, build.model_config(model, config.model.variant)
 
+
+def _apply_fn(model) -> BackboneFn:
     def backbone_fn(p, images):
         return model.apply({"params": p}, images)
 
-    return backbone_fn, params, description
+    return backbone_fn

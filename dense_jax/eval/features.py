@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from dense_jax.core.sharding import to_host
 from dense_jax.data import scenes
 from dense_jax.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from dense_jax.eval.report import to_uint8
@@ -159,15 +160,25 @@ def select(outputs: Mapping[str, jax.Array], kind: str, n_blocks: int = 4) -> ja
     raise ValueError(f"unknown feature kind {kind!r}; known: {KINDS}")
 
 
+def on_mesh(params, mesh: Mesh):
+    """`params` placed on `mesh`: device arrays already there (e.g. the trainer's, FSDP-sharded)
+    stay as they are; anything else is replicated."""
+    leaves = jax.tree.leaves(params)
+    if leaves and all(isinstance(x, jax.Array) and getattr(x.sharding, "mesh", None) == mesh for x in leaves):
+        return params
+    return jax.device_put(params, NamedSharding(mesh, P()))
+
+
 class Extractor:
-    """Jitted frozen backbone: images (B, S, S, 3) -> {kind: array}, batch over ``'data'``."""
+    """Jitted frozen backbone: images (B, S, S, 3) -> {kind: array}, batch over ``'data'``,
+    params where they are (see `on_mesh`)."""
 
     def __init__(self, backbone_fn: BackboneFn, params, mesh: Mesh, kinds: Sequence[str] = ("patch",),
                  n_blocks: int = 4):
         self.backbone_fn, self.mesh, self.kinds = backbone_fn, mesh, tuple(kinds)
         self.n_blocks = n_blocks
         self.batch_sharding = NamedSharding(mesh, P("data"))
-        self.params = jax.device_put(params, NamedSharding(mesh, P()))
+        self.params = on_mesh(params, mesh)
 
         def run(p, images):
             out = backbone_fn(p, images)
@@ -221,7 +232,7 @@ def extract(extractor: Extractor, source, *, size: int, label_size: int | None, 
     item = functools.partial(_eval_with_id, size=size, label_size=label_size, mean=mean, std=std)
     for batch in batches(source, item, bs, workers=workers):
         n = int(batch["valid"].sum())
-        out = jax.device_get(extractor(batch["image"]))
+        out = to_host(extractor(batch["image"]))
         for k in extractor.kinds:
             chunks[k].append(out[k][:n])
         chunks["labels"].append(batch["mask"][:n])
@@ -243,13 +254,18 @@ def _eval_with_id(item: dict, size: int, label_size: int | None, mean, std) -> d
 @dataclasses.dataclass
 class EvalContext:
     """What every protocol driver gets: the frozen backbone, the evaluation config, the mesh,
-    the output workdir (None: write nothing), and a per-run memo of extracted features."""
+    the output workdir (None: write nothing), the trainer for protocols that train, and a
+    per-run memo of extracted features."""
 
     backbone_fn: BackboneFn
     params: Any
     config: Any
     mesh: Mesh
     workdir: str | None = None
+    # The training loop for protocols that train (the linear probe): ``fit(train_config,
+    # method, source, workdir, backbone_params) -> state``, handed in by the CLIs.
+    fit: Callable | None = None
+    model_config: dict | None = None  # the backbone's {"variant": ..., overrides}, when known
     _extractors: dict = dataclasses.field(default_factory=dict)
     _dense: dict = dataclasses.field(default_factory=dict)
     _fingerprint: str = ""

@@ -1,180 +1,150 @@
-"""Linear segmentation probe on a frozen backbone (evaluation.md §2a Leopart/NeCo, §2b CrOC).
+"""Linear segmentation probe on a frozen backbone (evaluation.md §2a Leopart/NeCo, §2b CrOC,
+§2c CrIBo's Segmenter-style linear decoder), trained through the one trainer.
 
-One 1×1 convolution (D -> C, with bias, PyTorch default init) on the patch tokens. The
-reference upsamples the tokens bilinearly to the label resolution before the head; because
-bilinear weights sum to one this equals applying the head at g×g and upsampling the logits,
-which is what we do (exact, and (L/g)² times cheaper).
+The probe is the supervised segmentation method (``dense_jax.methods.segmentation``: a 1×1
+convolution D → C with bias, PyTorch default init, on the token map; logits bilinearly
+upsampled to the label resolution; cross-entropy over the labelled pixels) with a frozen
+backbone and no teacher, run by the training loop that the CLI hands to the protocol
+(``ctx.fit``). The training config is ``config.trainer`` (the shared training defaults) with
+the probe's recipe from ``config.linear`` filled in:
 
 - ``linear.variant="leopart"`` (§2a): last-block tokens, paired RandomResizedCrop(S, scale
   (0.8, 1)) + hflip, labels nearest S -> 100×100, SGD(lr 0.01, momentum 0.9, wd 1e-4 on weight
   and bias), lr ×0.1 at epoch 20, 25 epochs (the configs; the paper says 20).
 - ``linear.variant="croc"`` (§2b): the last ``n_blocks`` blocks concatenated, labels at the full
   S×S resolution, Adam(1e-3), 45 (VOC) / 10 (COCO) epochs, 2a's augmentation and batch size.
+- ``linear.variant="segmenter"`` (§2c): last-layer tokens (or the last 4 concatenated) on
+  512² crops, a fixed iteration count (``linear.iterations``), Adam with a poly schedule, the
+  best of ``linear.lr_sweep``.
 
 Fixes of §9, by design: no checkpoint selection on val, the final head is evaluated once, on
-the whole val split (no dropped batches), at ``eval_size`` (S, as ``eval_linear.py``).
-``linear.augment=False`` trains on cached un-augmented features (fast, not the reference).
+the whole val split, at ``eval_size`` (S, as ``eval_linear.py``). ``linear.augment=False``
+trains the head alone on cached un-augmented features (fast, not the reference).
 """
 from __future__ import annotations
 
-import functools
-import math
+import os
+import tempfile
 import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections as mlc
 import numpy as np
-import optax
-from jax.sharding import NamedSharding, PartitionSpec as P
-from PIL import Image
 
-from dense_jax.data.transforms import sample_crop_box
+from dense_jax.data.arrays import ArraySource
 from dense_jax.eval import features as F
 from dense_jax.eval import metrics, report
+from dense_jax.methods import segmentation
+
+VARIANTS = ("leopart", "croc", "segmenter")
 
 
-# ----------------------------------------------------------------------------- head and loss
-def init_head(key: jax.Array, dim: int, num_classes: int) -> dict:
-    """PyTorch Conv2d(D, C, 1) default init: weight and bias ~ U(±1/sqrt(D))."""
-    bound = 1.0 / math.sqrt(dim)
-    k_w, k_b = jax.random.split(key)
-    return {"kernel": jax.random.uniform(k_w, (dim, num_classes), jnp.float32, -bound, bound),
-            "bias": jax.random.uniform(k_b, (num_classes,), jnp.float32, -bound, bound)}
+def probe_config(config: mlc.ConfigDict, model: dict | None, kind: str, dim: int, lr: float,
+                 batch_size: int, steps_per_epoch: int) -> mlc.ConfigDict:
+    """The segmentation method's training config for this probe: ``config.trainer`` with
+    the evaluation's dataset, backbone (``model``; None: head alone on cached features) and
+    ``config.linear``'s recipe."""
+    lin, data, inp = config.linear, config.data, config.input
+    c = mlc.ConfigDict(config.trainer.to_dict())
+    c.method, c.seed = "segmentation", config.seed
+    c.mesh.shape = tuple(config.mesh.shape)
+    c.teacher.ema = False
+    c.model = mlc.ConfigDict({"variant": ""} if model is None else
+                             {**model, "drop_path_rate": 0.0, "n_last_blocks": max(lin.n_blocks, 1)})
+    c.crops.global_size = inp.size
+    c.segmentation.update(dict(
+        num_classes=data.num_classes, ignore_index=data.ignore_index, features=kind,
+        n_blocks=lin.n_blocks, head="linear", feature_dim=dim, freeze_backbone=True,
+        label_size=lin.label_size or inp.size, crop_scale=tuple(lin.crop_scale),
+        crop_ratio=tuple(lin.crop_ratio), hflip=lin.hflip, augment=True))
+    c.optim.update(dict(
+        name=lin.optimizer, lr=lr, scale_lr_by_batch=False, min_lr=lin.min_lr, warmup_epochs=0,
+        weight_decay=lin.weight_decay, weight_decay_end=lin.weight_decay, clip_grad=0.0,
+        freeze_last_layer=0, sgd_momentum=lin.momentum, schedule=lin.schedule,
+        milestones=tuple(lin.milestones), gamma=lin.gamma, power=lin.power))
+    c.optim.lr_scale = mlc.ConfigDict(dict(backbone=0.0, head=1.0, last_layer=1.0))
+    c.data.update(dict(batch_size=batch_size, workers=inp.workers))
+    c.train.update(dict(epochs=lin.epochs, max_steps=lin.iterations, log_every=steps_per_epoch))
+    c.ckpt.update(dict(every_steps=10**9, keep=1, async_save=False))
+    return c
 
 
-def logits(head: dict, feats: jax.Array, size: int) -> jax.Array:
-    """(B, h, w, D) tokens -> (B, size, size, C) logits (head at g×g, then bilinear up)."""
-    out = jnp.einsum("bhwd,dc->bhwc", feats, head["kernel"],
-                     precision=jax.lax.Precision.HIGHEST) + head["bias"]
-    return F.bilinear_upsample(out, size)
+def _train_source(ctx: F.EvalContext, kind: str, size: int, label_size: int):
+    """Images + masks (augmented by the trainer), or cached features + labels."""
+    cfg, data = ctx.config.linear, ctx.config.data
+    if cfg.augment:
+        return ctx.source(data.train_split, data.limit_train)
+    dense = ctx.dense(data.train_split, size=size, label_size=label_size, limit=data.limit_train,
+                      kinds=(kind,), n_blocks=cfg.n_blocks)
+    return ArraySource({"feats": dense[kind], "mask": dense["labels"]})
 
 
-def loss_fn(head: dict, feats, labels, valid, num_classes: int, ignore_index: int) -> jax.Array:
-    """Cross-entropy averaged over the valid pixels (GT != ignore, real samples), §2a/§8.14."""
-    out = logits(head, feats, labels.shape[-1])
-    labels = labels.astype(jnp.int32)
-    keep = (labels != ignore_index) & (labels < num_classes) & valid[:, None, None]
-    ce = optax.softmax_cross_entropy_with_integer_labels(out, jnp.where(keep, labels, 0))
-    return jnp.sum(ce * keep) / jnp.maximum(jnp.sum(keep), 1)
-
-
-def optimizer(cfg, steps_per_epoch: int) -> optax.GradientTransformation:
-    """SGD with coupled weight decay and a step schedule (2a) or Adam (2b)."""
-    schedule = optax.piecewise_constant_schedule(
-        cfg.lr, {int(m * steps_per_epoch): cfg.gamma for m in cfg.milestones})
-    if cfg.optimizer == "sgd":
-        return optax.chain(optax.add_decayed_weights(cfg.weight_decay),
-                           optax.sgd(schedule, momentum=cfg.momentum))
-    if cfg.optimizer == "adam":
-        return optax.chain(optax.add_decayed_weights(cfg.weight_decay), optax.adam(schedule))
-    raise ValueError(f"unknown linear.optimizer {cfg.optimizer!r}; use sgd or adam")
-
-
-# ----------------------------------------------------------------------------- data
-def train_item(item: dict, rng: np.random.Generator, size: int, label_size: int, scale, ratio,
-               hflip: float, mean, std) -> dict:
-    """§2a train transform: paired RandomResizedCrop (image bilinear, mask nearest) to size²,
-    hflip, normalisation; labels torch-nearest to label_size²."""
-    image = Image.fromarray(np.asarray(item["image"])).convert("RGB")
-    mask = Image.fromarray(np.asarray(item["mask"], np.uint8))
-    box = sample_crop_box(rng, (image.height, image.width), scale, ratio)
-    image = image.crop(box).resize((size, size), Image.Resampling.BILINEAR)
-    mask = mask.crop(box).resize((size, size), Image.Resampling.NEAREST)
-    if rng.random() < hflip:
-        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        mask = mask.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    x = (np.asarray(image, np.float32) / 255.0 - np.float32(mean)) / np.float32(std)
-    y = np.asarray(mask)
-    return {"image": x, "mask": F.nearest_resize(y, label_size) if label_size != size else y}
-
-
-def _feature_batches(dense: dict, kind: str, batch_size: int, rng: np.random.Generator):
-    """Shuffled, padded batches of cached features (the ``augment=False`` path)."""
-    order = rng.permutation(len(dense["labels"]))
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        batch = {"feats": dense[kind][idx], "mask": dense["labels"][idx],
-                 "valid": np.ones(len(idx), bool)}
-        yield F.pad_batch(batch, batch_size)
-
-
-# ----------------------------------------------------------------------------- driver
 def run(ctx: F.EvalContext) -> dict:
     """Train the probe on the train split, evaluate the final head on val (§2)."""
     cfg, data, inp = ctx.config.linear, ctx.config.data, ctx.config.input
-    kind = "last_blocks" if cfg.variant == "croc" else "patch"
-    if cfg.variant not in ("leopart", "croc"):
-        raise ValueError(f"unknown linear.variant {cfg.variant!r}; use leopart or croc")
+    if cfg.variant not in VARIANTS:
+        raise ValueError(f"unknown linear.variant {cfg.variant!r}; use {', '.join(VARIANTS)}")
+    if ctx.fit is None:
+        raise ValueError("the linear probe trains through the trainer: run it from "
+                         "dense_jax.evaluate or the training CLI (EvalContext.fit is unset)")
+    if cfg.augment and ctx.model_config is None:
+        raise ValueError("linear.augment=True runs the backbone inside the trainer and needs its "
+                         "model config (EvalContext.model_config)")
+    kind = "patch" if cfg.variant == "leopart" or (cfg.variant == "segmenter" and cfg.n_blocks == 1) \
+        else "last_blocks"
     size, c = inp.size, data.num_classes
     label_size = cfg.label_size or size
     extractor = ctx.extractor((kind,), cfg.n_blocks)
     bs = extractor.batch_size(cfg.batch_size)
-    train_source = ctx.source(data.train_split, data.limit_train)
-    steps_per_epoch = -(-len(train_source) // bs)
-    tx = optimizer(cfg, steps_per_epoch)
-
-    repl = NamedSharding(ctx.mesh, P())
     dim = jax.eval_shape(extractor, jax.ShapeDtypeStruct((bs, size, size, 3), jnp.float32))[kind].shape[-1]
-    head = jax.device_put(init_head(jax.random.key(ctx.config.seed), dim, c), repl)
-    opt_state = jax.device_put(tx.init(head), repl)
-
-    @functools.partial(jax.jit, donate_argnums=(0, 1))
-    def step(head, opt_state, feats, labels, valid):
-        loss, grads = jax.value_and_grad(loss_fn)(head, feats, labels, valid, c, data.ignore_index)
-        updates, opt_state = tx.update(grads, opt_state, head)
-        return optax.apply_updates(head, updates), opt_state, loss
-
-    start = time.perf_counter()
-    losses = []
-    rng = np.random.default_rng(ctx.config.seed)
-    dense_train = None
-    if not cfg.augment:
-        dense_train = ctx.dense(data.train_split, size=size, label_size=label_size,
-                                limit=data.limit_train, kinds=(kind,), n_blocks=cfg.n_blocks)
-    item = functools.partial(train_item, size=size, label_size=label_size, scale=cfg.crop_scale,
-                             ratio=cfg.crop_ratio, hflip=cfg.hflip, mean=inp.mean, std=inp.std)
-    for epoch in range(cfg.epochs):
-        if cfg.augment:
-            stream = F.batches(train_source, item, bs, seed=ctx.config.seed * 1000 + epoch,
-                               shuffle=True, workers=inp.workers)
-        else:
-            stream = _feature_batches(dense_train, kind, bs, rng)
-        epoch_losses = []
-        for batch in stream:
-            feats = (extractor(batch["image"])[kind] if cfg.augment
-                     else extractor.to_device(batch["feats"]))
-            head, opt_state, loss = step(head, opt_state, feats, extractor.to_device(batch["mask"]),
-                                         extractor.to_device(batch["valid"]))
-            epoch_losses.append(loss)
-        losses.append(float(np.mean(jax.device_get(epoch_losses))))
-    train_time = time.perf_counter() - start
+    source = _train_source(ctx, kind, size, label_size)
+    model = ctx.model_config if cfg.augment else None
 
     eval_size = cfg.eval_size or size
     val = ctx.dense(data.val_split, size=size, label_size=eval_size, limit=data.limit_val,
                     kinds=(kind,), n_blocks=cfg.n_blocks)
-    cm, preds = predict_confusion(head, val[kind], val["labels"], extractor, c, data.ignore_index,
-                                  ctx.config.output.n_show)
-    scores = report.supervised_scores(cm, data.ignore_index)
+    start = time.perf_counter()
+    sweep = []
+    steps_per_epoch = len(source) // bs
+    for lr in tuple(cfg.lr_sweep) or (cfg.lr,):
+        train_config = probe_config(ctx.config, model, kind, dim, lr, bs, max(steps_per_epoch, 1))
+        with tempfile.TemporaryDirectory(prefix="linear_probe_") as workdir:
+            state = ctx.fit(train_config, segmentation, source, workdir,
+                            ctx.params if cfg.augment else None)
+            losses = [r["loss"] for r in report.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+                      if "loss" in r]
+        cm, preds = predict_confusion(state, train_config, val[kind], val["labels"], extractor, c,
+                                      data.ignore_index, ctx.config.output.n_show)
+        sweep.append((report.supervised_scores(cm, data.ignore_index), preds, lr, losses))
+    train_time = time.perf_counter() - start
+    scores, preds, best_lr, losses = max(sweep, key=lambda s: s[0]["miou"])
     if ctx.workdir and len(preds):
         report.save_panels(ctx.path("linear_predictions.png"),
                            [[img, gt, p] for img, gt, p in zip(val["show"], val["labels"], preds)],
                            titles=("image", "ground truth", "linear probe"))
-    return {"summary": {k: scores[k] for k in ("miou", "miou_hungarian", "miou_corrected")},
-            "per_class_iou": scores["per_class_iou"], "pixel_accuracy": scores["pixel_accuracy"],
-            "epoch_loss": losses, "train_time_s": train_time, "n_train": len(train_source),
-            "n_val": len(val["labels"]), "variant": cfg.variant, "feature_dim": dim}
+    result = {"summary": {k: scores[k] for k in ("miou", "miou_hungarian", "miou_corrected")},
+              "per_class_iou": scores["per_class_iou"], "pixel_accuracy": scores["pixel_accuracy"],
+              "epoch_loss": losses, "train_time_s": train_time, "n_train": len(source), "n_val": len(val["labels"]),
+              "variant": cfg.variant, "feature_dim": dim}
+    if len(sweep) > 1:
+        result.update(best_lr=best_lr, lr_sweep={str(lr): s["miou"] for s, _, lr, _ in sweep})
+    return result
 
 
-def predict_confusion(head: dict, feats: np.ndarray, labels: np.ndarray, extractor: F.Extractor,
-                      num_classes: int, ignore_index: int, n_keep: int = 0):
-    """(C, C) confusion matrix of argmax predictions at the labels' resolution over a whole
-    split of cached features, and the first ``n_keep`` predicted maps (for the PNGs)."""
+def predict_confusion(state, train_config: mlc.ConfigDict, feats: np.ndarray, labels: np.ndarray,
+                      extractor: F.Extractor, num_classes: int, ignore_index: int, n_keep: int = 0):
+    """(C, C) confusion matrix of the trained head's argmax predictions at the labels'
+    resolution over a whole split of cached features, and the first ``n_keep`` predicted maps
+    (for the PNGs)."""
     size = labels.shape[-1]
     bs = extractor.batch_size(16)
+    params = {"backbone": {}, "head": state.params["head"]}
 
     @jax.jit
-    def batch_cm(head, f, y, valid):
-        pred = jnp.argmax(logits(head, f, size), axis=-1)
+    def batch_cm(params, model_state, f, y, valid):
+        logits = segmentation.predict(params, model_state, {"feats": f}, train_config, size)["logits"]
+        pred = jnp.argmax(logits, axis=-1)
         return metrics.confusion_matrix(pred, y, num_classes, valid=valid,
                                         ignore_index=ignore_index), pred
 
@@ -184,7 +154,8 @@ def predict_confusion(head: dict, feats: np.ndarray, labels: np.ndarray, extract
         n = len(labels[start:start + bs])
         batch = F.pad_batch({"f": feats[start:start + bs], "y": labels[start:start + bs],
                              "valid": np.ones(n, bool)}, bs)
-        cm, pred = batch_cm(head, *(extractor.to_device(batch[k]) for k in ("f", "y", "valid")))
+        cm, pred = batch_cm(params, state.model_state,
+                            *(extractor.to_device(batch[k]) for k in ("f", "y", "valid")))
         acc.add(cm)
         if start < n_keep:
             kept.append(jax.device_get(pred)[:min(n, n_keep - start)])

@@ -134,6 +134,14 @@ def _jsonable(value):
     return value
 
 
+def read_jsonl(path: str) -> list[dict]:
+    """The records of a JSON-lines file (``metrics.jsonl``); ``[]`` when it does not exist."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def write_json(path: str, results: Mapping) -> None:
     """``results`` as indented JSON (NaN -> null)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

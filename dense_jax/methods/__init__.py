@@ -17,13 +17,14 @@ Required
         step's key, the student's non-parameter collections). ``metrics``: scalars.
 
 Optional
-    ``HEAD_INPUT = "vector" | "map"``: the rank of the features the head is initialised on,
-        (1, D) (default) or a (1, h, w, D) token map (spatial decoders).
+    ``head_input_shape(config) -> tuple``: the shape of the features the head is initialised
+        on (default (1, D); a spatial decoder gives a (1, h, w, D) token map, see
+        `dense_jax.models.build.head_input_shape`).
     ``transform(config) -> grain.transforms.RandomMap``: the method's own input transform
         (default: the multi-crop transform of ``config.crops``); with ``config.data.masks``
         the training source yields ``mask`` next to ``image``.
-    ``predict(params, images, config) -> dict``: inference outputs for the evaluators and
-        PNG writers (e.g. ``{"logits": (B, H, W, C)}`` of a segmentation network).
+    ``predict(params, model_state, images, config) -> dict``: inference outputs for the
+        evaluators and PNG writers (e.g. ``{"logits": (B, H, W, C)}`` of a segmentation network).
     ``param_groups(params) -> labels``: optimizer groups (default `param_groups`), each group
         needing ``config.optim.lr_scale[group]``; see `dense_jax.models.build.param_groups`.
     ``init_teacher(config, student_params, rng) -> teacher_params``: the teacher at step 0
@@ -66,8 +67,6 @@ def check(module: ModuleType) -> ModuleType:
     missing = [f for f in _REQUIRED if not callable(getattr(module, f, None))]
     if missing:
         raise TypeError(f"method module {module.__name__} lacks {missing}")
-    if getattr(module, "HEAD_INPUT", "vector") not in ("vector", "map"):
-        raise TypeError(f"method module {module.__name__}: HEAD_INPUT must be 'vector' or 'map'")
     return module
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections as mlc
+import numpy as np
 
-from dense_jax.models.registry import create
+from dense_jax.models.registry import VARIANTS, create
 from dense_jax.models.vit import VisionTransformer
 
 
@@ -21,6 +23,15 @@ def backbone(model: mlc.ConfigDict) -> VisionTransformer:
     return create(model.variant, **overrides)
 
 
+def model_config(model: VisionTransformer, variant: str) -> dict:
+    """A JSON-ready ``config.model`` section that `backbone` turns back into `model`: every
+    constructor field as an override of `variant` (``"auto"`` becomes any registry name)."""
+    fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)
+              if f.name not in ("parent", "name")}
+    fields = {k: (np.dtype(v).name if k == "dtype" else v) for k, v in fields.items()}
+    return {"variant": variant if variant in VARIANTS else next(iter(VARIANTS)), **fields}
+
+
 def init_variables(module: nn.Module, rng: jax.Array, input_shape: tuple[int, ...]) -> tuple[Any, Any]:
     """(boxed params, other collections) of `module` initialised on zeros of `input_shape`.
 
@@ -30,19 +41,21 @@ def init_variables(module: nn.Module, rng: jax.Array, input_shape: tuple[int, ..
     return variables.pop("params", {}), variables
 
 
-def head_input_shape(config: mlc.ConfigDict, rank: str = "vector") -> tuple[int, ...]:
-    """(1, D) or, for ``rank="map"``, (1, g, g, D) with g the token grid of ``config.crops.global_size``."""
+def head_input_shape(config: mlc.ConfigDict, rank: str = "vector", channels: int = 0) -> tuple[int, ...]:
+    """(1, C) or, for ``rank="map"``, (1, g, g, C): g the token grid of ``config.crops.global_size``,
+    C = `channels` or the backbone's width."""
     vit = backbone(config.model)
+    channels = channels or vit.embed_dim
     if rank == "vector":
-        return (1, vit.embed_dim)
+        return (1, channels)
     grid = config.crops.global_size // vit.patch_size
-    return (1, grid, grid, vit.embed_dim)
+    return (1, grid, grid, channels)
 
 
 def init_head(config: mlc.ConfigDict, head: nn.Module, rng: jax.Array,
-              rank: str = "vector") -> tuple[Any, Any]:
-    """(boxed params, other collections) of `head` on backbone features of the given rank."""
-    return init_variables(head, rng, head_input_shape(config, rank))
+              input_shape: tuple[int, ...] | None = None) -> tuple[Any, Any]:
+    """(boxed params, other collections) of `head` on features of `input_shape` (default (1, D))."""
+    return init_variables(head, rng, input_shape or head_input_shape(config))
 
 
 def param_groups(params: Any) -> Any:

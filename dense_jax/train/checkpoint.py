@@ -142,16 +142,21 @@ def load_pretrained_backbone(init: Callable[[], TrainState], shardings: TrainSta
         raise FileNotFoundError(f"config.init_from={config.init_from!r} not found; {config.init_from_hint}")
     else:  # a missing file gets the weights module's download message
         backbone = _weights_file_backbone(config, target)
-    state = init()
+    return with_backbone(init(), backbone, config), origin
+
+
+def with_backbone(state: TrainState, backbone, config: mlc.ConfigDict) -> TrainState:
+    """`state` with `backbone` as the student's (and a copy as the teacher's) backbone."""
     state = state.replace(params={**state.params, "backbone": backbone})
     if config.teacher.ema:
         state = state.replace(teacher={**state.teacher, "backbone": jax.tree.map(jnp.copy, backbone)})
-    return state, origin
+    return state
 
 
 def restore_or_init(ckpt: Checkpointer, config: mlc.ConfigDict, init: Callable[[], TrainState],
-                    shardings: TrainState, data_iter) -> tuple[TrainState, str]:
-    """(state, where it came from). `data_iter` is repositioned when a checkpoint is used."""
+                    shardings: TrainState, data_iter, backbone=None) -> tuple[TrainState, str]:
+    """(state, where it came from). `data_iter` is repositioned when a checkpoint is used;
+    `backbone` (params placed like the state's) starts a fresh run in place of ``init_from``."""
     step = ckpt.latest_step()
     if step is not None:
         return ckpt.restore(step, abstract_state(init, shardings), data_iter), f"{ckpt.directory} step {step}"
@@ -160,6 +165,10 @@ def restore_or_init(ckpt: Checkpointer, config: mlc.ConfigDict, init: Callable[[
         state = other.restore(step, abstract_state(init, shardings), data_iter)
         other.close()
         return state, f"{config.resume} step {step}"
+    if backbone is not None:
+        target = abstract_state(init, shardings).params["backbone"]
+        placed = jax.device_put(backbone, jax.tree.map(lambda s: s.sharding, target))
+        return with_backbone(init(), placed, config), "given backbone"
     if config.init_from:
         return load_pretrained_backbone(init, shardings, config)
     return init(), "scratch"

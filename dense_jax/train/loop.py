@@ -16,7 +16,7 @@ import os
 import signal
 import time
 from types import ModuleType
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import flax.linen as nn
 import jax
@@ -26,6 +26,7 @@ from jax.sharding import Mesh
 from tqdm import tqdm
 
 from dense_jax.data import pipeline, sources
+from dense_jax.core.schedules import Schedules
 from dense_jax.models import build
 from dense_jax.train import optim
 from dense_jax.core import sharding as shd
@@ -33,9 +34,16 @@ from dense_jax.train import state as state_lib
 from dense_jax.train.checkpoint import Checkpointer, restore_or_init
 from dense_jax.train.step import make_step
 
-# An evaluation hook gets the evaluated backbone params (the EMA teacher's, or the student's
-# for a run without a teacher) and the step; it may return metrics.
-EvalHook = Callable[[Any, int], "dict[str, float] | None"]
+
+
+class PeriodicEval(Protocol):
+    """An evaluation during training (`dense_jax.eval.periodic` builds them from
+    ``config.evals``): run on the evaluated backbone's params in the training mesh."""
+    name: str
+
+    def due(self, step: int, total: int) -> bool: ...
+
+    def run(self, params: Any, step: int, mesh: Mesh) -> dict[str, float]: ...
 
 
 class NonFiniteLossError(RuntimeError):
@@ -161,9 +169,12 @@ def mesh_and_rules(config: mlc.ConfigDict):
     return shd.make_mesh(config.mesh.shape), shd.logical_rules(config.mesh.fsdp)
 
 
-def build_trainer(config: mlc.ConfigDict, method: ModuleType, mesh: Mesh, rules) -> Trainer:
-    """Data source, optimizer, sharded state init and jitted step of `method` for `config`."""
-    source = sources.training_source(config.data)
+def build_trainer(config: mlc.ConfigDict, method: ModuleType, mesh: Mesh, rules,
+                  source: sources.Source | None = None) -> Trainer:
+    """Data source (``config.data``'s unless given), optimizer, sharded state init and jitted
+    step of `method` for `config`."""
+    source = (sources.training_source(config.data) if source is None
+              else sources.SkipUnreadable(source, config.data.max_consecutive_bad))
     config = resolve_config(config, len(source))
     if config.data.batch_size % mesh.shape["data"]:
         raise ValueError(f"data.batch_size={config.data.batch_size} is not divisible by the "
@@ -178,16 +189,28 @@ def build_trainer(config: mlc.ConfigDict, method: ModuleType, mesh: Mesh, rules)
 
 
 def train(config: mlc.ConfigDict, method: ModuleType, workdir: str,
-          hooks: Sequence[EvalHook] = ()) -> state_lib.TrainState:
+          evals: Sequence[PeriodicEval] = ()) -> state_lib.TrainState:
     """Train `method` under `config` in `workdir` (resuming what is there); returns the final state."""
     mesh, rules = mesh_and_rules(config)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        return run(build_trainer(config, method, mesh, rules), workdir, hooks)
+        return run(build_trainer(config, method, mesh, rules), workdir, evals)
 
 
-def run(trainer: Trainer, workdir: str, hooks: Sequence[EvalHook] = ()) -> state_lib.TrainState:
+def fit(config: mlc.ConfigDict, method: ModuleType, source: sources.Source, workdir: str,
+        backbone: Any = None) -> state_lib.TrainState:
+    """Train `method` on an in-memory or custom `source` (not ``config.data``'s), optionally
+    starting from given `backbone` params (an evaluated model): what the evaluation protocols
+    that train (the linear probes) call, handed to them by the CLIs."""
+    mesh, rules = mesh_and_rules(config)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        return run(build_trainer(config, method, mesh, rules, source), workdir, backbone=backbone)
+
+
+def run(trainer: Trainer, workdir: str, evals: Sequence[PeriodicEval] = (),
+        backbone: Any = None) -> state_lib.TrainState:
     """Restore or initialise in `workdir`, then step to the end (or to a SIGTERM).
 
+    `backbone`: params that replace the fresh init's backbone (when no checkpoint is there).
     Call inside the mesh/rules context the trainer was built in. The trainer (and its
     compiled step) can serve several runs.
     """
@@ -195,10 +218,10 @@ def run(trainer: Trainer, workdir: str, hooks: Sequence[EvalHook] = ()) -> state
     os.makedirs(workdir, exist_ok=True)
     data_iter = trainer.data_iterator()
     ckpt = Checkpointer(os.path.join(workdir, "ckpt"), config)
-    state, origin = restore_or_init(ckpt, config, trainer.init, trainer.shardings, data_iter)
+    state, origin = restore_or_init(ckpt, config, trainer.init, trainer.shardings, data_iter, backbone)
 
     start = int(jax.device_get(state.step))
-    total = config.train.epochs * config.train.steps_per_epoch
+    total = Schedules(config).total_steps
     writes = jax.process_index() == 0
     bar = tqdm(total=total, initial=start, unit="step", disable=not writes, dynamic_ncols=True,
                desc=f"{config.method} ({origin})")
@@ -223,10 +246,12 @@ def run(trainer: Trainer, workdir: str, hooks: Sequence[EvalHook] = ()) -> state
                 if stop or done % config.ckpt.every_steps == 0 or done == total:
                     log.flush(done, ckpt)
                     ckpt.save(done, state, data_iter, config)
-                if hooks and ((config.eval.every and done % config.eval.every == 0) or done == total):
+                due = [ev for ev in evals if ev.due(done, total)]
+                if due:
                     with jax.transfer_guard("allow"):
-                        for hook in hooks:
-                            log.write({"step": done, **(hook(trainer.evaluated_backbone(state), done) or {})})
+                        for ev in due:
+                            log.write({"step": done, **ev.run(trainer.evaluated_backbone(state), done,
+                                                              trainer.mesh)})
                 if stop:
                     if writes:
                         tqdm.write(f"preempted: checkpoint saved at step {done} in {ckpt.directory}")

@@ -1,4 +1,5 @@
-"""DINO's AdamW as an optax transformation (croc.md §7, cribo.md §7, neco.md §2).
+"""The trainer's optimizer as an optax transformation: DINO's AdamW (croc.md §7, cribo.md §7,
+neco.md §2) by default, torch-style SGD or Adam for supervised probes (evaluation.md §2).
 
 Per step, in this order (the reference's `clip_gradients`, `cancel_gradients_last_layer`,
 `optimizer.step`):
@@ -10,6 +11,11 @@ Per step, in this order (the reference's `clip_gradients`, `cancel_gradients_las
 3. while `freeze` is true the "last_layer" group gets a zero update and its optimizer state
    (moments and count) is left untouched, as torch's AdamW does for a parameter whose grad
    was cancelled.
+
+``optim.name="sgd"`` / ``"adam"`` replace step 2 by torch's SGD (momentum ``sgd_momentum``) or
+Adam with *coupled* weight decay on every tensor (g ← g + wd·p before the moments, as
+``torch.optim.SGD/Adam(weight_decay=wd)`` over one parameter group, biases included: the
+linear probes of evaluation.md §2a/§2b).
 
 The step-dependent values (lr, wd, freeze) are extra arguments of `update`, computed from
 `state.step` in the train step: ``tx.update(g, s, p, lr=..., wd=..., freeze=...)``.
@@ -57,6 +63,36 @@ def _decay_and_lr(lr_scale: float) -> optax.GradientTransformationExtraArgs:
     return optax.GradientTransformationExtraArgs(lambda params: optax.EmptyState(), update)
 
 
+def _coupled_decay() -> optax.GradientTransformationExtraArgs:
+    """g ← g + wd·p on every tensor (torch SGD/Adam ``weight_decay``)."""
+
+    def update(updates, state, params=None, *, wd, **_):
+        return jax.tree.map(lambda u, p: u + wd * p, updates, params), state
+
+    return optax.GradientTransformationExtraArgs(lambda params: optax.EmptyState(), update)
+
+
+def _scale_by_lr(lr_scale: float) -> optax.GradientTransformationExtraArgs:
+    """u ← −lr·lr_scale·u."""
+
+    def update(updates, state, params=None, *, lr, **_):
+        return jax.tree.map(lambda u: -lr * lr_scale * u, updates), state
+
+    return optax.GradientTransformationExtraArgs(lambda params: optax.EmptyState(), update)
+
+
+def _group_transform(o: mlc.ConfigDict, lr_scale: float) -> optax.GradientTransformation:
+    """One parameter group's update rule under ``optim.name``."""
+    if o.name == "adamw":
+        return optax.chain(optax.scale_by_adam(b1=o.b1, b2=o.b2, eps=o.eps), _decay_and_lr(lr_scale))
+    if o.name == "sgd":
+        return optax.chain(_coupled_decay(), optax.trace(decay=o.sgd_momentum), _scale_by_lr(lr_scale))
+    if o.name == "adam":
+        return optax.chain(_coupled_decay(), optax.scale_by_adam(b1=o.b1, b2=o.b2, eps=o.eps),
+                           _scale_by_lr(lr_scale))
+    raise ValueError(f"unknown optim.name {o.name!r}; use adamw, sgd or adam")
+
+
 def _freezable(inner: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
     """`inner`, except that while `freeze` is true updates are 0 and the state is kept."""
     inner = optax.with_extra_args_support(inner)
@@ -79,7 +115,7 @@ def build(config: mlc.ConfigDict, labels: Any) -> optax.GradientTransformationEx
         raise ValueError(f"config.optim.lr_scale has no entry for parameter groups {missing}")
     transforms = {}
     for group in groups:
-        tx = optax.chain(optax.scale_by_adam(b1=o.b1, b2=o.b2, eps=o.eps), _decay_and_lr(o.lr_scale[group]))
+        tx = _group_transform(o, o.lr_scale[group])
         transforms[group] = _freezable(tx) if group == FROZEN_GROUP else tx
     parts = [optax.partition(transforms, labels)]
     if o.clip_grad > 0:

@@ -42,13 +42,16 @@ class TrainState(struct.PyTreeNode):
 
 def init_variables(config: mlc.ConfigDict, method: ModuleType, rng: jax.Array) -> tuple[dict, dict]:
     """Boxed (logically annotated) student params ``{"backbone", "head"}`` and the head's
-    non-parameter collections (``{"head": ...}``, or ``{}`` when it has none)."""
+    non-parameter collections (``{"head": ...}``, or ``{}`` when it has none). An empty
+    ``config.model.variant`` means no backbone (a head trained on precomputed features)."""
     key_backbone, key_head = jax.random.split(rng)
     size = config.crops.global_size
-    backbone_params, _ = build.init_variables(build.backbone(config.model), key_backbone,
-                                              (1, size, size, 3))
-    head_params, head_state = build.init_head(config, method.heads(config), key_head,
-                                              getattr(method, "HEAD_INPUT", "vector"))
+    backbone_params = {}
+    if config.model.variant:
+        backbone_params, _ = build.init_variables(build.backbone(config.model), key_backbone,
+                                                  (1, size, size, 3))
+    input_shape = getattr(method, "head_input_shape", build.head_input_shape)(config)
+    head_params, head_state = build.init_head(config, method.heads(config), key_head, input_shape)
     return {"backbone": backbone_params, "head": head_params}, ({"head": head_state} if head_state else {})
 
 

@@ -133,7 +133,7 @@ def test_weights_from_a_training_workdir_load_the_teacher(tmp_path):
         ckpt.close()
     c = base.make("linear", "voc", "demo")
     c.weights = str(tmp_path)
-    backbone_fn, params, description = backbones.load(c)
+    backbone_fn, params, description, _ = evaluate.load_backbone(c)
     assert description == f"{tmp_path} step 5 teacher (vit_demo16)"
     for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(jax.device_get(teacher))):
         np.testing.assert_array_equal(got, want)

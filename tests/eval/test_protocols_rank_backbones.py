@@ -11,7 +11,9 @@ import importlib
 import pytest
 
 from benchmarks import scenes_supervised
-from dense_jax import evaluate, models
+from dense_jax import models
+from dense_jax.eval.protocols import run_protocols
+from dense_jax.train.loop import fit
 
 TRAIN_STEPS = 300
 # protocol config -> (summary score, minimum lead over random init in mIoU points)
@@ -33,7 +35,7 @@ def test_trained_backbone_scores_above_random_init(backbones, protocol):
     config = importlib.import_module(f"configs.eval.{protocol}").get_config("demo")
     scores = {}
     for label, p in params.items():
-        result = evaluate.run_protocols(lambda q, x: model.apply({"params": q}, x), p, config)
+        result = run_protocols(lambda q, x: model.apply({"params": q}, x), p, config, fit=fit)
         scores[label] = 100 * next(iter(result.values()))["summary"][score]
     print(protocol, {k: round(v, 2) for k, v in scores.items()})
     assert scores["trained"] > scores["random"] + margin, scores
