@@ -3,7 +3,9 @@
 `base()` returns every field the trainer reads, with DINO's values (croc.md §1/§7,
 cribo.md §1/§7); a paper config starts from it and overrides what differs, and adds its
 method's own section (e.g. ``config.dino``). Everything the code reads has a default here,
-so the code never calls ``config.get(key, default)``.
+so the code never calls ``config.get(key, default)``. `apply_variants` applies a config
+file's named variants (``--config=path:a,b``); `demo_scenes`, `demo_schedule` and `smoke` are
+the pieces its ``demo``/``smoke`` variants share.
 """
 
 from __future__ import annotations
@@ -113,3 +115,37 @@ def demo_scenes(c: mlc.ConfigDict, batch_size: int) -> None:
     """Train on the built-in scenes that every ``:demo`` run shares (2048 images at 128², in-process)."""
     c.data.update(dict(source="scenes", name="scenes", workers=0, image_size=(128, 128),
                        num_examples=2048, batch_size=batch_size))
+
+
+def apply_variants(c: mlc.ConfigDict, arg: str | None, variants: dict) -> mlc.ConfigDict:
+    """Apply the comma-separated variants named by ``arg`` to ``c`` in place, left to right.
+
+    ``arg`` is the text after ':' in ``--config=path:arg``, e.g. "vitb14,paper"; None, "" and
+    "default" add nothing. ``variants`` maps each name to a function that edits the config.
+    """
+    for name in (arg or "").split(","):
+        name = name.strip()
+        if name in ("", "default"):
+            continue
+        if name not in variants:
+            raise ValueError(f"unknown config variant {name!r} in {arg!r}; known variants: "
+                             f"{', '.join(['default', *variants])} (comma-separated to combine)")
+        variants[name](c)
+    return c
+
+
+def demo_schedule(c: mlc.ConfigDict, epochs: int) -> None:
+    """The ``:demo`` runs' schedule: ``epochs`` epochs, logs every 8 steps, checkpoints every 32."""
+    c.train.update(dict(epochs=epochs, log_every=8))
+    c.ckpt.every_steps = 32
+
+
+def smoke(c: mlc.ConfigDict, num_examples: int, ckpt_every: int) -> None:
+    """Shrink a ``:demo`` config to the tests' seconds-long run: a 2-block ViT of width 32 on
+    ``num_examples`` 48² scenes, batch 8, 32² globals + two 16² locals, 2 epochs, one log line
+    per step, synchronous checkpoints every ``ckpt_every`` steps."""
+    c.model.update(dict(embed_dim=32, depth=2, num_heads=2))
+    c.data.update(dict(image_size=(48, 48), num_examples=num_examples, batch_size=8))
+    c.crops.update(dict(global_size=32, n_local=2, local_size=16))
+    c.train.update(dict(epochs=2, log_every=1))
+    c.ckpt.update(dict(every_steps=ckpt_every, async_save=False))

@@ -25,6 +25,11 @@ Commands (from the repository root)::
   python -m dense_jax.main --config=configs/dino_coco.py:demo --workdir=workdirs/dino_demo
   # seconds, used by the tests
   python -m dense_jax.main --config=configs/dino_coco.py:smoke --workdir=/tmp/dino_smoke
+
+Variants (``path:a,b`` applies a then b; see `common.apply_variants`):
+
+  demo   built-in scenes, vit_demo16, 96² globals, batch 32, 3 epochs (CPU, minutes)
+  smoke  demo, then a 2-block ViT on 48² scenes, two 16² locals, 2 epochs (tests, seconds)
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from configs import common
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
-    """`arg`: None/"default" (the paper run), "demo" (CPU, minutes), "smoke" (tests, seconds)."""
+    """The paper run, edited by the comma-separated `VARIANTS` named in ``arg``."""
     c = common.base()
     c.method = "dino"
     c.model.variant = "dino_vits16"
@@ -71,34 +76,26 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
         centering="center",  # DINO; "sinkhorn_knopp": DINOv2's teacher targets
     ))
 
-    if arg in (None, "", "default"):
-        return c
-    if arg not in ("demo", "smoke"):
-        raise ValueError(f"unknown variant {arg!r} of dino_coco; use default, demo or smoke")
+    return common.apply_variants(c, arg, VARIANTS)
 
-    # Built-in scenes, tiny ViT: same recipe, shrunk so that it runs on a laptop CPU.
+
+def _demo(c: mlc.ConfigDict) -> None:
+    """Built-in scenes, tiny ViT: same recipe, shrunk so that it runs on a laptop CPU."""
     c.model.variant = "vit_demo16"
     common.demo_scenes(c, batch_size=32)
     c.crops.global_size = 96
     c.dino.update(dict(out_dim=4096, hidden_dim=512, bottleneck_dim=128))
-    c.train.epochs = 3
+    common.demo_schedule(c, epochs=3)
     c.optim.warmup_epochs = 1
     c.optim.min_lr = 1e-6
     c.dino.warmup_teacher_temp_epochs = 1
-    c.train.log_every = 8
-    c.ckpt.every_steps = 32
-    if arg == "demo":
-        return c
 
-    # smoke: seconds; two local crops so the multi-crop path is exercised too.
-    c.model.update(dict(embed_dim=32, depth=2, num_heads=2, drop_path_rate=0.1))
-    c.data.image_size = (48, 48)
-    c.data.num_examples = 64
-    c.data.batch_size = 8
-    c.crops.update(dict(global_size=32, n_local=2, local_size=16))
+
+def _smoke(c: mlc.ConfigDict) -> None:
+    """The demo in seconds; two local crops so the multi-crop path is exercised too."""
+    _demo(c)
+    common.smoke(c, num_examples=64, ckpt_every=4)
     c.dino.update(dict(out_dim=64, hidden_dim=32, bottleneck_dim=16))
-    c.train.epochs = 2
-    c.train.log_every = 1
-    c.ckpt.every_steps = 4
-    c.ckpt.async_save = False
-    return c
+
+
+VARIANTS = {"demo": _demo, "smoke": _smoke}

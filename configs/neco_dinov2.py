@@ -22,13 +22,22 @@ Commands::
 
   # headline run: COCO images in data/coco/train2017, weights in data/weights/
   python -m dense_jax.main --config=configs/neco_dinov2.py --workdir=workdirs/neco_s14r
-  # variants: vitb14 (ViT-B/14 reg, bs 16, backbone lr 1e-6), dinov2 (no-register weights),
-  # xr (register weights with registers dropped), dino_vits16 (DINO ViT-S/16 init, 224/98,
-  # bs 45, 50 epochs, batch references), paper (224² global crops as the paper's text)
   python -m dense_jax.main --config=configs/neco_dinov2.py:vitb14 --workdir=workdirs/neco_b14r
+  # ViT-B/14 with the paper's 224² global crops
+  python -m dense_jax.main --config=configs/neco_dinov2.py:vitb14,paper --workdir=workdirs/neco_b14r_224
   # CPU demo on the built-in scenes, initialised from the DINO demo run's teacher (train that
   # first); 128 steps, ~4.5 min on a shared 2-core CPU
   python -m dense_jax.main --config=configs/neco_dinov2.py:demo --workdir=workdirs/neco_demo
+
+Variants (``path:a,b`` applies a then b; see `common.apply_variants`):
+
+  vitb14       ViT-B/14 with registers, batch 16, backbone lr 1e-6 (head 1e-4)
+  dinov2       DINOv2 ViT-S/14 weights without registers
+  xr           register weights with the registers dropped
+  dino_vits16  DINO ViT-S/16 init, 224² globals, batch 45, 50 epochs, references from the batch
+  paper        224² global crops, as the paper's text
+  demo         built-in scenes, the DINO demo's tiny ViT and teacher, 96²/48² crops, 1 epoch (CPU)
+  smoke        demo, then a 2-block random-init ViT on 48² scenes, 2 epochs (tests, seconds)
 """
 
 from __future__ import annotations
@@ -62,7 +71,7 @@ def neco_section() -> mlc.ConfigDict:
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
-    """`arg`: default | vitb14 | dinov2 | xr | dino_vits16 | paper | demo | smoke."""
+    """The headline run, edited by the comma-separated `VARIANTS` named in ``arg``."""
     c = common.base()
     c.method = "neco"
     c.model.variant = "dinov2_vits14_reg4"
@@ -73,7 +82,8 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
 
     common.coco_train2017(c, batch_size=64)
 
-    # neco.md §1: Leopart's transforms (bilinear, strong jitter, no flip/solarize, overlaps).
+    # neco.md §1: Leopart's transforms, NeCo's one multi-crop recipe (pipeline.crop_spec): bilinear,
+    # strong jitter, blur p .5, no flip/solarize, overlap > 1% (2% between globals), gc/all boxes.
     c.crops = mlc.ConfigDict(dict(
         n_global=2, global_size=518, global_scale=(0.25, 1.0),
         n_local=4, local_size=98, local_scale=(0.05, 0.25),
@@ -98,41 +108,50 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     c.ckpt.every_steps = 1000
     c.neco = neco_section()
 
-    if arg in (None, "", "default"):
-        return c
-    if arg == "vitb14":
-        c.model.variant = "dinov2_vitb14_reg4"
-        c.init_from = _WEIGHTS.format("dinov2_vitb14_reg4")
-        c.data.batch_size = 16
-        c.optim.lr = 1e-6
-        c.optim.lr_scale.head = 100.0
-        return c
-    if arg == "dinov2":
-        c.model.variant = "dinov2_vits14"
-        c.init_from = _WEIGHTS.format("dinov2_vits14")
-        return c
-    if arg == "xr":  # register weights, registers switched off (code: strict=False drops them)
-        c.model.num_registers = 0
-        c.init_from_ignore = ("register_tokens",)
-        return c
-    if arg == "dino_vits16":  # neco.md §5 DINO family: v1 backbone, 224/98, no queue
-        c.model = mlc.ConfigDict(dict(variant="dino_vits16", drop_path_rate=0.1, dtype="float32"))
-        c.init_from = "data/weights/dino_deitsmall16_pretrain.pth"
-        c.crops.global_size = 224
-        c.data.batch_size = 45
-        c.train.epochs = 50
-        c.optim.lr = 1e-6
-        c.optim.lr_scale.head = 100.0
-        c.neco.queue_length = 0
-        return c
-    if arg == "paper":  # the paper's text: 224² global crops
-        c.crops.global_size = 224
-        return c
-    if arg not in ("demo", "smoke"):
-        raise ValueError(f"unknown variant {arg!r} of neco_dinov2")
+    return common.apply_variants(c, arg, VARIANTS)
 
-    # Built-in scenes with the DINO demo's tiny ViT (configs/dino_coco.py:demo), starting from
-    # that run's teacher backbone; 96² globals and 48² locals, 4×4 aligned grid (16 refs).
+
+def _vitb14(c: mlc.ConfigDict) -> None:
+    """ViT-B/14 with registers: batch 16, backbone lr 1e-6, head 1e-4."""
+    c.model.variant = "dinov2_vitb14_reg4"
+    c.init_from = _WEIGHTS.format("dinov2_vitb14_reg4")
+    c.data.batch_size = 16
+    c.optim.lr = 1e-6
+    c.optim.lr_scale.head = 100.0
+
+
+def _dinov2(c: mlc.ConfigDict) -> None:
+    """DINOv2 ViT-S/14 without registers."""
+    c.model.variant = "dinov2_vits14"
+    c.init_from = _WEIGHTS.format("dinov2_vits14")
+
+
+def _xr(c: mlc.ConfigDict) -> None:
+    """Register weights, registers switched off (code: strict=False drops them)."""
+    c.model.num_registers = 0
+    c.init_from_ignore = ("register_tokens",)
+
+
+def _dino_vits16(c: mlc.ConfigDict) -> None:
+    """neco.md §5 DINO family: v1 backbone, 224/98, no queue."""
+    c.model = mlc.ConfigDict(dict(variant="dino_vits16", drop_path_rate=0.1, dtype="float32"))
+    c.init_from = "data/weights/dino_deitsmall16_pretrain.pth"
+    c.crops.global_size = 224
+    c.data.batch_size = 45
+    c.train.epochs = 50
+    c.optim.lr = 1e-6
+    c.optim.lr_scale.head = 100.0
+    c.neco.queue_length = 0
+
+
+def _paper(c: mlc.ConfigDict) -> None:
+    """The paper's text: 224² global crops."""
+    c.crops.global_size = 224
+
+
+def _demo(c: mlc.ConfigDict) -> None:
+    """Built-in scenes with the DINO demo's tiny ViT (configs/dino_coco.py:demo), starting from
+    that run's teacher backbone; 96² globals and 48² locals, 4×4 aligned grid (16 refs)."""
     c.model = mlc.ConfigDict(dict(variant="vit_demo16", drop_path_rate=0.1, dtype="float32"))
     c.init_from = "workdirs/dino_demo"
     c.init_from_hint = ("it is the DINO demo run; train it first: python -m dense_jax.main "
@@ -141,22 +160,17 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     c.crops.update(dict(global_size=96, local_size=48, n_local=2))
     c.neco.update(dict(hidden_dim=512, out_dim=128, roi_size=4, queue_length=1024))
     c.optim.lr = 1e-4
-    c.train.epochs = 1
-    c.train.log_every = 8
-    c.ckpt.every_steps = 32
-    if arg == "demo":
-        return c
+    common.demo_schedule(c, epochs=1)
 
+
+def _smoke(c: mlc.ConfigDict) -> None:
+    """The demo in seconds, from a random init."""
+    _demo(c)
     c.init_from = ""
-    c.model.update(dict(embed_dim=32, depth=2, num_heads=2))
-    c.data.image_size = (48, 48)
-    c.data.num_examples = 32
-    c.data.batch_size = 8
-    c.crops.update(dict(global_size=32, local_size=16, n_local=2))
+    common.smoke(c, num_examples=32, ckpt_every=2)
     # 32 tokens pushed per step and global crop (all of them), so the queue of 128 fills in 4
     c.neco.update(dict(hidden_dim=32, out_dim=16, roi_size=3, queue_length=128, queue_push_per_image=4))
-    c.train.epochs = 2
-    c.train.log_every = 1
-    c.ckpt.every_steps = 2
-    c.ckpt.async_save = False
-    return c
+
+
+VARIANTS = {"vitb14": _vitb14, "dinov2": _dinov2, "xr": _xr, "dino_vits16": _dino_vits16,
+            "paper": _paper, "demo": _demo, "smoke": _smoke}

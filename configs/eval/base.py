@@ -2,9 +2,12 @@
 
 `make(protocol, dataset, arg)` returns a complete config: every field any protocol driver
 reads exists here, so the code never guesses defaults and ``--config.<typo>`` fails. A
-protocol config (``configs/eval/<protocol>_<dataset>.py``) calls it and overrides what differs.
-``arg="demo"`` switches to the built-in scenes with a tiny backbone and small sizes (CPU, well
-under a minute); without ``--config.weights`` the backbone is randomly initialised.
+protocol config (``configs/eval/<protocol>_<dataset>.py``) calls it, overrides what differs,
+then applies the comma-separated variants named after ':' (``path:a,b`` applies a then b; see
+`configs.common.apply_variants`) from its ``VARIANTS``, which start from these:
+
+  demo  built-in scenes with a tiny backbone and small sizes (CPU, well under a minute); without
+        ``--config.weights`` the backbone is randomly initialised
 
 Command pattern::
 
@@ -40,8 +43,9 @@ DATASETS = {
 }
 
 
-def make(protocol: str, dataset: str, arg: str | None = None) -> mlc.ConfigDict:
-    """Full evaluation config of ``protocol`` on ``dataset`` (``arg``: None or "demo")."""
+def make(protocol: str, dataset: str, arg: str | None = None, variants: dict | None = None) -> mlc.ConfigDict:
+    """Full evaluation config of ``protocol`` on ``dataset`` with the ``variants`` (default
+    `VARIANTS`) named in ``arg`` applied."""
     c = mlc.ConfigDict()
     c.protocols = (protocol,)
     c.weights = ""  # weight file | dense_jax training workdir | "" = random init
@@ -89,14 +93,10 @@ def make(protocol: str, dataset: str, arg: str | None = None) -> mlc.ConfigDict:
         label_size=100, pca_dim=50, n_iter=100, n_init=5, max_points_per_centroid=256,
         init="random"))
 
-    if arg in (None, "", "default"):
-        return c
-    if arg != "demo":
-        raise ValueError(f"unknown variant {arg!r}; use default or demo")
-    return demo(c)
+    return common.apply_variants(c, arg, VARIANTS if variants is None else variants)
 
 
-def demo(c: mlc.ConfigDict) -> mlc.ConfigDict:
+def demo(c: mlc.ConfigDict) -> None:
     """Scenes, vit_demo16 at 128 px (8×8 tokens), small splits, short schedules (CPU)."""
     c.data = mlc.ConfigDict(dict(DATASETS["scenes"], limit_train=192, limit_val=48,
                                  image_size=(128, 128)))
@@ -111,4 +111,6 @@ def demo(c: mlc.ConfigDict) -> mlc.ConfigDict:
                         seeds=(42, 400), memory_ignore_to=-1, query_batch_size=16, chunk_size=4096))
     c.davis.update(dict(short_side=96, multiple=32, neighborhood=4, save_masks=False))
     c.cbfe.update(dict(k_fg=24, seeds=3, label_size=32, pca_dim=32, n_iter=50, n_init=3))
-    return c
+
+
+VARIANTS = {"demo": demo}

@@ -9,11 +9,16 @@ Note the protocol uses train GT to pick the threshold and is transductive on val
     python -m dense_jax.evaluate --config=configs/eval/cbfe_voc.py --workdir=DIR \\
         --config.weights=PATH --config.data.root=data/VOCdevkit
     python -m dense_jax.evaluate --config=configs/eval/cbfe_voc.py:demo --workdir=/tmp/cbfe
+
+Variants (configs/eval/base.py): ``demo`` (built-in scenes, tiny backbone, CPU).
 """
+from configs import common
 from configs.eval import base
+
+VARIANTS = base.VARIANTS
 
 
 def get_config(arg=None):
-    c = base.make("cbfe", "voc", arg)
+    c = base.make("cbfe", "voc")
     c.data.train_split = "train"  # VOC train (1464) with SegmentationClassAug masks
-    return c
+    return common.apply_variants(c, arg, VARIANTS)

@@ -10,13 +10,24 @@ toolkit are written to ``<workdir>/davis/<sequence>/<frame>.png``.
     python -m dense_jax.evaluate --config=configs/eval/davis.py --workdir=DIR \\
         --config.weights=PATH --config.data.root=data/DAVIS
     python -m dense_jax.evaluate --config=configs/eval/davis.py:demo --workdir=/tmp/davis
+
+Variants (configs/eval/base.py): ``demo`` (3 synthetic panning videos over scenes, CPU).
 """
+from configs import common
 from configs.eval import base
 
 
-def get_config(arg=None):
-    c = base.make("davis", "davis", arg)
+def _demo(c):
+    """base.demo with 3 synthetic panning videos over scenes; batch 16 as the full protocol."""
+    base.demo(c)
     c.input.batch_size = 16
-    if arg == "demo":
-        c.data.limit_val = 3  # synthetic panning videos over scenes
-    return c
+    c.data.limit_val = 3
+
+
+VARIANTS = {"demo": _demo}
+
+
+def get_config(arg=None):
+    c = base.make("davis", "davis")
+    c.input.batch_size = 16
+    return common.apply_variants(c, arg, VARIANTS)

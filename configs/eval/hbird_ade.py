@@ -9,9 +9,13 @@ as NeCo Tab. 8 (ADE 1/128, 1/64, 1/8, 1/1): DINO S/16 9.5 / 11.0 / 15.0 / 17.9, 
 
     python -m dense_jax.evaluate --config=configs/eval/hbird_ade.py --workdir=DIR \\
         --config.weights=PATH --config.data.root=data/ADEChallengeData2016
+
+Variants (configs/eval/base.py): ``demo`` (built-in scenes, tiny backbone, CPU).
 """
 from configs.eval import base
 
+VARIANTS = base.VARIANTS
+
 
 def get_config(arg=None):
-    return base.make("hbird", "ade", arg)
+    return base.make("hbird", "ade", arg, VARIANTS)

@@ -12,9 +12,13 @@ strict parity with hbird's normalisation add ``--config.input.std="(0.229,0.224,
     python -m dense_jax.evaluate --config=configs/eval/hbird_voc.py --workdir=DIR \\
         --config.weights=PATH --config.data.root=data/VOCdevkit
     python -m dense_jax.evaluate --config=configs/eval/hbird_voc.py:demo --workdir=/tmp/hb
+
+Variants (configs/eval/base.py): ``demo`` (built-in scenes, tiny backbone, CPU).
 """
 from configs.eval import base
 
+VARIANTS = base.VARIANTS
+
 
 def get_config(arg=None):
-    return base.make("hbird", "voc", arg)
+    return base.make("hbird", "voc", arg, VARIANTS)

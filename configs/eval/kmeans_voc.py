@@ -8,12 +8,13 @@ DINO 4.3, CrOC 3.4, CrIBo 18.3, DINOv2R 12.2, NeCo 17.8; CrOC Tab. 3 uses
     python -m dense_jax.evaluate --config=configs/eval/kmeans_voc.py --workdir=DIR \\
         --config.weights=PATH --config.data.root=data/VOCdevkit
     python -m dense_jax.evaluate --config=configs/eval/kmeans_voc.py:demo --workdir=/tmp/km
+
+Variants (configs/eval/base.py): ``demo`` (built-in scenes, K = 9, tiny backbone, CPU).
 """
 from configs.eval import base
 
+VARIANTS = base.VARIANTS
+
 
 def get_config(arg=None):
-    c = base.make("kmeans", "voc", arg)
-    if arg != "demo":
-        c.kmeans.ks = (21,)
-    return c
+    return base.make("kmeans", "voc", arg, VARIANTS)

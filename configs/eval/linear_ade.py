@@ -7,9 +7,14 @@ DINO 17.5, CrOC 23.1, CrIBo 22.7, DINOv2R 35.0, NeCo 40.1. (CrOC's ADE number is
 
     python -m dense_jax.evaluate --config=configs/eval/linear_ade.py --workdir=DIR \\
         --config.weights=PATH --config.data.root=data/ADEChallengeData2016
+
+Variants (``path:a,b`` applies a then b; configs/eval/linear_common.py): ``demo``, ``croc``
+(CrOC's probe, 45 epochs), ``croc_demo`` (demo, then CrOC's probe at the demo's 20 epochs).
 """
-from configs.eval import linear_common
+from configs.eval import base, linear_common
+
+VARIANTS = linear_common.variants(croc_epochs=45)
 
 
 def get_config(arg=None):
-    return linear_common.make("ade", arg, croc_epochs=45)
+    return base.make("linear", "ade", arg, VARIANTS)

@@ -5,9 +5,14 @@ Reproduces NeCo Tab. 2 (COCO-Stuff): DINO 45.9, CrOC 51.2, CrIBo 49.1, DINOv2R 5
 
     python -m dense_jax.evaluate --config=configs/eval/linear_coco_stuff.py --workdir=DIR \\
         --config.weights=PATH --config.data.root=data/coco
+
+Variants (``path:a,b`` applies a then b; configs/eval/linear_common.py): ``demo``, ``croc``
+(CrOC's probe, 10 epochs), ``croc_demo`` (demo, then CrOC's probe at the demo's 20 epochs).
 """
-from configs.eval import linear_common
+from configs.eval import base, linear_common
+
+VARIANTS = linear_common.variants(croc_epochs=10)
 
 
 def get_config(arg=None):
-    return linear_common.make("coco_stuff", arg, croc_epochs=10)
+    return base.make("linear", "coco_stuff", arg, VARIANTS)

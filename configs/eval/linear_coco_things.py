@@ -7,9 +7,14 @@ DINOv2R 75.3, NeCo 82.3. ``:croc`` (full train2017: add ``--config.data.train_sp
 
     python -m dense_jax.evaluate --config=configs/eval/linear_coco_things.py --workdir=DIR \\
         --config.weights=PATH --config.data.root=data/coco
+
+Variants (``path:a,b`` applies a then b; configs/eval/linear_common.py): ``demo``, ``croc``
+(CrOC's probe, 10 epochs), ``croc_demo`` (demo, then CrOC's probe at the demo's 20 epochs).
 """
-from configs.eval import linear_common
+from configs.eval import base, linear_common
+
+VARIANTS = linear_common.variants(croc_epochs=10)
 
 
 def get_config(arg=None):
-    return linear_common.make("coco_things", arg, croc_epochs=10)
+    return base.make("linear", "coco_things", arg, VARIANTS)

@@ -9,9 +9,14 @@ CrOC (COCO) 54.5, CrOC (IN) 70.6.
         --config.weights=dino_deitsmall16_pretrain.pth --config.data.root=data/VOCdevkit
     python -m dense_jax.evaluate --config=configs/eval/linear_voc.py:croc ...   # CrOC protocol
     python -m dense_jax.evaluate --config=configs/eval/linear_voc.py:demo --workdir=/tmp/lin
+
+Variants (``path:a,b`` applies a then b; configs/eval/linear_common.py): ``demo``, ``croc``
+(CrOC's probe, 45 epochs), ``croc_demo`` (demo, then CrOC's probe at the demo's 20 epochs).
 """
-from configs.eval import linear_common
+from configs.eval import base, linear_common
+
+VARIANTS = linear_common.variants(croc_epochs=45)
 
 
 def get_config(arg=None):
-    return linear_common.make("voc", arg, croc_epochs=45)
+    return base.make("linear", "voc", arg, VARIANTS)

@@ -8,11 +8,23 @@ figures' setting). COMUS's overclustering (§3b, 30/50 clusters, IoU-based assig
 
     python -m dense_jax.evaluate --config=configs/eval/overcluster_voc.py --workdir=DIR \\
         --config.weights=PATH --config.data.root=data/VOCdevkit
+
+Variants (configs/eval/base.py): ``demo`` (built-in scenes, K = 27, 45, CPU).
 """
+from configs import common
 from configs.eval import base
 
 
+def _demo(c):
+    """base.demo, overclustering the 9 scene classes with K = 27, 45."""
+    base.demo(c)
+    c.kmeans.ks = (27, 45)
+
+
+VARIANTS = {"demo": _demo}
+
+
 def get_config(arg=None):
-    c = base.make("kmeans", "voc", arg)
-    c.kmeans.ks = (27, 45) if arg == "demo" else (100, 300, 500)
-    return c
+    c = base.make("kmeans", "voc")
+    c.kmeans.ks = (100, 300, 500)
+    return common.apply_variants(c, arg, VARIANTS)

@@ -154,35 +154,6 @@ class MultiCropSpec:
                              "set flip_p=0")
 
 
-def dino_spec(n_local: int = 8, global_scale=(0.4, 1.0), local_scale=(0.05, 0.4),
-              global_size: int = 224, local_size: int = 96) -> MultiCropSpec:
-    """DINO's DataAugmentationDINO: bicubic crops, flip 0.5, jitter (.4,.4,.2,.1) p .8,
-    grayscale .2, blur p 1.0 / 0.1 / 0.5 (global 1 / global 2 / locals), solarize .2 on global 2."""
-    return MultiCropSpec(n_global=2, global_size=global_size, global_scale=global_scale,
-                         n_local=n_local, local_size=local_size, local_scale=local_scale)
-
-
-def croc_spec(size: int = 224, patch_size: int = 16) -> MultiCropSpec:
-    """CrOC §2 (and CrIBo §2, identical): two bicubic 224² views, scale (0.25, 1), DINO
-    photometrics, no locals, plus per-patch positions."""
-    return MultiCropSpec(n_global=2, global_size=size, global_scale=(0.25, 1.0), n_local=0,
-                         patch_size=patch_size)
-
-
-cribo_spec = croc_spec  # cribo.md §2: "Identical to CrOC §2".
-
-
-def neco_spec(global_size: int = 518, local_size: int = 98, n_local: int = 4) -> MultiCropSpec:
-    """NeCo / Leopart §1: 2 global (scale .25–1) + 4 local (.05–.25) bilinear crops, overlap
-    constraint 1% (2% between globals), jitter (.8,.8,.8,.2) p .8, grayscale .2, blur p .5,
-    no flip, no solarize; emits the `gc`/`all` box records."""
-    return MultiCropSpec(
-        n_global=2, global_size=global_size, global_scale=(0.25, 1.0), n_local=n_local,
-        local_size=local_size, local_scale=(0.05, 0.25), interpolation="bilinear", flip_p=0.0,
-        jitter=(0.8, 0.8, 0.8, 0.2), global_blur_p=(0.5, 0.5), local_blur_p=0.5,
-        global_solarize_p=(0.0, 0.0), min_overlap=0.01, pair_boxes=True)
-
-
 def _adjust_hue(img: Image.Image, factor: float) -> Image.Image:
     """torchvision's PIL hue shift: add factor·255 (wrapping uint8) to the HSV hue channel."""
     h, s, v = img.convert("HSV").split()

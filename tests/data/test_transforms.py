@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from configs import dino_coco, neco_dinov2
+from dense_jax.data import pipeline
 from dense_jax.data import transforms as T
 
 
@@ -14,6 +16,16 @@ def _coordinate_image(height, width, kx, ky):
     """uint8 image whose R channel is kx·x and G channel ky·y (pixel-index coordinates)."""
     yy, xx = np.mgrid[0:height, 0:width]
     return np.stack([kx * xx, ky * yy, np.zeros_like(xx)], -1).astype(np.uint8)
+
+
+def _recipe(config, **kw):
+    """A training config's multi-crop recipe (``config.crops``), with fields replaced."""
+    return dataclasses.replace(pipeline.crop_spec(config.get_config()), **kw)
+
+
+def _dino(**kw):
+    """DINO (COCO)'s crops at DINO's ImageNet global scale (0.4, 1): DataAugmentationDINO."""
+    return _recipe(dino_coco, global_scale=(0.4, 1.0), **kw)
 
 
 def _no_photometric(spec):
@@ -106,7 +118,7 @@ def test_views_contain_their_reported_pixels(interpolation, height, width, kx, k
     which reproduces a linear ramp only approximately. Pixels within 2 source pixels (or 2
     output pixels) of the crop edge are skipped: PIL clamps its kernel there."""
     spec = dataclasses.replace(
-        _no_photometric(T.dino_spec(n_local=3, global_size=sizes[0], local_size=sizes[1])),
+        _no_photometric(_dino(n_local=3, global_size=sizes[0], local_size=sizes[1])),
         interpolation=interpolation, patch_size=8)
     image = _coordinate_image(height, width, kx, ky)
     transform = T.MultiCropTransform(spec)
@@ -140,7 +152,7 @@ def test_views_contain_their_reported_pixels(interpolation, height, width, kx, k
 
 
 def _neco_small(**kw):
-    return dataclasses.replace(T.neco_spec(global_size=56, local_size=28), **kw)
+    return _recipe(neco_dinov2, global_size=56, local_size=28, **kw)
 
 
 def test_neco_box_records_map_to_the_same_region():
@@ -236,7 +248,7 @@ def test_overlap_retry_is_capped_and_keeps_the_best(monkeypatch):
 
 
 def test_multicrop_outputs_determinism_and_grain():
-    spec = T.dino_spec(n_local=2, global_size=32, local_size=16)
+    spec = _dino(n_local=2, global_size=32, local_size=16)
     image = np.random.default_rng(0).integers(0, 256, (50, 70, 3)).astype(np.uint8)
     transform = T.MultiCropTransform(spec)
     a = transform.random_map({"image": image}, np.random.default_rng(3))
@@ -247,7 +259,7 @@ def test_multicrop_outputs_determinism_and_grain():
         np.testing.assert_array_equal(a[k], b[k])
     assert a["global"].shape == (2, 32, 32, 3) and a["global"].dtype == np.float32
     assert a["local_box"].shape == (2, 4) and a["global_flip"].dtype == bool
-    croc = T.croc_spec(size=32, patch_size=16)
+    croc = _recipe(dino_coco, global_size=32, patch_size=16)  # CrOC §2 = DINO (COCO)'s crops
     gray = T.MultiCropTransform(croc).random_map({"image": image[..., 0]}, np.random.default_rng(0))
     assert set(gray) == {"global", "global_box", "global_flip", "global_pos", "image_hw"}
     assert gray["global_pos"].shape == (2, 4, 2)
@@ -262,7 +274,7 @@ def test_multicrop_outputs_determinism_and_grain():
 def test_photometric_ops_forced():
     """Grayscale gives equal channels; solarize inverts ≥128; jitter stays in range."""
     image = np.random.default_rng(1).integers(0, 256, (40, 40, 3)).astype(np.uint8)
-    base = _no_photometric(T.croc_spec(size=40, patch_size=8))
+    base = _no_photometric(_recipe(dino_coco, global_size=40, patch_size=8))
     spec = dataclasses.replace(base, ratio=(1.0, 1.0), global_scale=(1.0, 1.0), flip_p=0.0)
     plain = T.MultiCropTransform(spec).random_map({"image": image}, np.random.default_rng(0))
     rgb = np.rint((plain["global"][0] * np.float32(spec.std) + np.float32(spec.mean)) * 255)
