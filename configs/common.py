@@ -35,8 +35,8 @@ def base() -> mlc.ConfigDict:
     c.mesh = mlc.ConfigDict(dict(shape=(-1, 1), fsdp=False))
 
     c.data = mlc.ConfigDict(dict(
-        source="folder",  # "scenes" | "folder" | "tfds"
-        name="coco",  # selects the download hint for a missing folder dataset
+        source="folder",  # "scenes" | "folder" | "tfds" | "segmentation" (labelled readers)
+        name="coco",  # the download hint of a missing folder; the reader of "segmentation"
         root="",  # folder datasets: directory holding `folders`
         folders=("train2017",),  # sub-folders listed recursively (flat or class layout)
         tfds_name="",  # tfds: builder name, e.g. "imagenet2012"

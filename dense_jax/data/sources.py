@@ -52,18 +52,20 @@ def _rgb(image) -> np.ndarray:
 
 
 class ScenesImages:
-    """The built-in scenes (`dense_jax.data.scenes`) without their masks."""
+    """The built-in scenes (`dense_jax.data.scenes`), with their masks when ``data.masks``."""
 
     def __init__(self, data: mlc.ConfigDict):
         self.scenes = ScenesSource(data.split, data.num_examples or None,
                                    ScenesConfig(image_size=tuple(data.image_size)))
+        self.masks = data.masks
 
     def __len__(self) -> int:
         return len(self.scenes)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         scene = self.scenes[index]
-        return {"image": scene["image"], "index": scene["index"]}
+        item = {"image": scene["image"], "index": scene["index"]}
+        return {**item, "mask": scene["mask"]} if self.masks else item
 
 
 class ImageFolder:
@@ -144,13 +146,18 @@ class SkipUnreadable:
 
 def training_source(data: mlc.ConfigDict) -> SkipUnreadable:
     """The source named by ``data.source`` (``config.data``), wrapped in `SkipUnreadable`."""
+    if data.masks and data.source not in ("scenes", "segmentation"):
+        raise ValueError(f"data.masks needs data.source 'scenes' or 'segmentation', not {data.source!r}")
     if data.source == "scenes":
         source = ScenesImages(data)
+    elif data.source == "segmentation":  # a labelled dataset reader (dense_jax.data.segmentation)
+        from dense_jax.data import segmentation  # lazy: file readers of the real datasets
+        source = segmentation.open_source(data.name, data.split, data.root)
     elif data.source == "folder":
         template = DOWNLOAD_HINTS.get(data.name, "Set --config.data.root to the dataset directory.")
         source = ImageFolder(data.root, data.folders, template.format(root=data.root or "<root>"))
     elif data.source == "tfds":
         source = TfdsImages(data.tfds_name, data.split, data.tfds_data_dir)
     else:
-        raise ValueError(f"unknown data.source {data.source!r}; use scenes, folder or tfds")
+        raise ValueError(f"unknown data.source {data.source!r}; use scenes, folder, tfds or segmentation")
     return SkipUnreadable(source, data.max_consecutive_bad)

@@ -63,7 +63,7 @@ def test_config_flag_passes_the_variants_through():
 
 def test_evaluate_config_from_file_passes_the_variants_through():
     from configs.eval import linear_voc
-    from dense_jax.evaluate import config_from_file
+    from dense_jax.core.config_files import config_from_file
 
     config = config_from_file(f"{REPO}/configs/eval/linear_voc.py:demo,croc")
     assert config.to_dict() == _applied(linear_voc, "demo", "croc")
