@@ -1,4 +1,4 @@
-"""Readers of the evaluation datasets (dense_jax/data/segmentation.py) on tiny fake copies
+"""Readers of the evaluation datasets (dense_jax/data/segmentation/) on tiny fake copies
 written in the official layouts: ids, label values, ignore handling, the COCO mapping tables
 on hand-made pixels, missing-dataset messages and the skipping of bad files."""
 

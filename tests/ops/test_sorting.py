@@ -184,7 +184,7 @@ def test_no_exact_zeros_fp32():
 def test_block_stages_follow_the_cost_rule():
     """Bitonic stages are composed in blocks while 2^k * block < n^2; their in-block partner
     tables are involutions without fixed points (every wire is in a comparator)."""
-    from dense_jax.ops.sorting import _block_stages
+    from dense_jax.ops.sorting.networks import _block_stages
 
     assert [block for block, _ in _block_stages("bitonic", 49)] == [2, 4, 8, 16, 32]
     assert [block for block, _ in _block_stages("bitonic", 16)] == [2, 4, 8]
@@ -198,7 +198,7 @@ def test_block_stages_follow_the_cost_rule():
 def test_fast_arctan():
     """The float32 arctan behind the cauchy swaps: within 2e-7 of the exact arctan over the
     three reduction ranges, at the signed zeros and infinities; derivative 1 / (1 + v^2)."""
-    from dense_jax.ops.sorting import _arctan_f32
+    from dense_jax.ops.sorting.relaxations import _arctan_f32
 
     v = np.concatenate([np.linspace(-5, 5, 20001), np.geomspace(1e-6, 1e8, 2001),
                         -np.geomspace(1e-6, 1e8, 2001), [0.0, -0.0, np.inf, -np.inf]])
