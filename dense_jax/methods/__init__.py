@@ -7,7 +7,7 @@ trainer (both build on ``dense_jax.core``). A method module exposes:
 Required
     ``heads(config) -> nn.Module``: the head(s) on the backbone's features.
     ``init_aux(config, rng) -> dict``: non-parameter state (centers, banks, queues, pointers),
-        arrays only. A leaf may be an ``nn.Partitioned`` box with logical names, e.g.
+        arrays only. A leaf may be an ``nn.LogicallyPartitioned`` box with logical names, e.g.
         ``("batch", None)`` for a bank whose rows are split over the 'data' mesh axis; plain
         arrays are replicated. It is carried, sharded and checkpointed with the state.
     ``loss(params, teacher, aux, batch, ctx) -> (loss, LossOutput | (metrics, new_aux))``:
