@@ -75,17 +75,14 @@ def train_item(item: dict, rng: np.random.Generator, size: int, label_size: int,
                hflip: float, mean, std) -> dict:
     """§2a train transform: paired RandomResizedCrop (image bilinear, mask nearest) to size²,
     hflip, normalisation; labels torch-nearest to label_size²."""
+    from dense_jax.data.transforms import crop_resize_flip, normalize
     image = Image.fromarray(np.asarray(item["image"])).convert("RGB")
-    mask = Image.fromarray(np.asarray(item["mask"], np.uint8))
     box = sample_crop_box(rng, (image.height, image.width), scale, ratio)
-    image = image.crop(box).resize((size, size), Image.Resampling.BILINEAR)
-    mask = mask.crop(box).resize((size, size), Image.Resampling.NEAREST)
-    if rng.random() < hflip:
-        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        mask = mask.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    x = (np.asarray(image, np.float32) / 255.0 - np.float32(mean)) / np.float32(std)
+    image, mask, _ = crop_resize_flip(image, box, size, Image.Resampling.BILINEAR, rng, hflip,
+                                      Image.fromarray(np.asarray(item["mask"], np.uint8)))
     y = np.asarray(mask)
-    return {"image": x, "mask": F.nearest_resize(y, label_size) if label_size != size else y}
+    return {"image": normalize(image, mean, std),
+            "mask": F.nearest_resize(y, label_size) if label_size != size else y}
 
 
 def _feature_batches(dense: dict, kind: str, batch_size: int, rng: np.random.Generator):
