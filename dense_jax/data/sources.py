@@ -1,7 +1,8 @@
-"""Random-access training sources for grain: built-in scenes, TFDS, raw image folders.
+"""Random-access sources for grain: built-in scenes (for training and eval), TFDS, raw image
+folders, and `Subset` (chosen items of any source).
 
-Every source yields ``{"image": uint8 (H, W, 3), "index": int}`` (labels are not used by the
-SSL methods). `SkipUnreadable` wraps a source so that an image that fails to decode is
+Every training source yields ``{"image": uint8 (H, W, 3), "index": int}`` (labels are not used
+by the SSL methods). `SkipUnreadable` wraps a source so that an image that fails to decode is
 replaced by the next readable one and counted in the element's ``"skipped"`` field: the
 count travels with the batch to the loop, which stops with a clear error when the failure
 rate exceeds ``data.max_bad_fraction``. A missing dataset raises one `DatasetNotFoundError`
@@ -17,7 +18,7 @@ import ml_collections as mlc
 import numpy as np
 from PIL import Image
 
-from dense_jax.data.scenes import ScenesConfig, ScenesSource
+from dense_jax.data.scenes import IGNORE_INDEX, THING_CLASSES, ScenesConfig, ScenesSource
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 
@@ -51,19 +52,52 @@ def _rgb(image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-class ScenesImages:
-    """The built-in scenes (`dense_jax.data.scenes`) without their masks."""
+class Scenes:
+    """The built-in scenes (`dense_jax.data.scenes`) for every consumer, scene `index` of `split`.
 
-    def __init__(self, data: mlc.ConfigDict):
-        self.scenes = ScenesSource(data.split, data.num_examples or None,
-                                   ScenesConfig(image_size=tuple(data.image_size)))
+    - ``masks=False`` (SSL training): ``{"image": uint8 (H, W, 3), "index"}``;
+    - ``masks=True`` (segmentation eval): also ``"mask"`` (H, W) and ``"id"`` (``<split>_<index:06d>``);
+    - ``frames=T > 1`` (video eval, DAVIS-like): a camera panning ``shift`` pixels per frame over one
+      wide scene, ``{"image": (T, H, W, 3), "mask": (T, H, W), "index", "id": "scene_video_<index>"}``
+      with object ids thing class + 1 (stuff 0 = background, the ignore band 255 = void).
+    """
+
+    def __init__(self, split: str, num_examples: int | None = None, image_size=(224, 224), *,
+                 masks: bool = True, frames: int = 1, shift: int = 4):
+        h, w = (int(v) for v in image_size)
+        self.width, self.masks, self.frames, self.shift = w, masks, frames, shift
+        self.scenes = ScenesSource(split, num_examples,
+                                   ScenesConfig(image_size=(h, w + shift * (frames - 1))))
 
     def __len__(self) -> int:
         return len(self.scenes)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         scene = self.scenes[index]
-        return {"image": scene["image"], "index": scene["index"]}
+        image, mask = scene["image"], scene["mask"]
+        if self.frames == 1:
+            item = {"image": image, "index": scene["index"]}
+            return {**item, "mask": mask, "id": f"{self.scenes.split}_{index:06d}"} if self.masks else item
+        ids = np.where(np.isin(mask, THING_CLASSES), mask + 1, 0)
+        ids = np.where(mask == IGNORE_INDEX, 255, ids).astype(np.uint8)
+        cols = [slice(t * self.shift, t * self.shift + self.width) for t in range(self.frames)]
+        return {"image": np.stack([image[:, c] for c in cols]), "mask": np.stack([ids[:, c] for c in cols]),
+                "index": scene["index"], "id": f"scene_video_{index}"}
+
+
+class Subset:
+    """The items `indices` of `source`, in that order; each item's ``index`` is its position in
+    `source` (memory provenance in the retrieval protocol)."""
+
+    def __init__(self, source: Source, indices):
+        self.source, self.indices = source, np.asarray(indices, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        position = int(self.indices[index])
+        return {**self.source[position], "index": position}
 
 
 class ImageFolder:
@@ -145,7 +179,7 @@ class SkipUnreadable:
 def training_source(data: mlc.ConfigDict) -> SkipUnreadable:
     """The source named by ``data.source`` (``config.data``), wrapped in `SkipUnreadable`."""
     if data.source == "scenes":
-        source = ScenesImages(data)
+        source = Scenes(data.split, data.num_examples or None, data.image_size, masks=False)
     elif data.source == "folder":
         template = DOWNLOAD_HINTS.get(data.name, "Set --config.data.root to the dataset directory.")
         source = ImageFolder(data.root, data.folders, template.format(root=data.root or "<root>"))

@@ -2,7 +2,7 @@
 
 A *segmentation source* is any random-access object with ``__len__`` and ``__getitem__ ->
 {"image": uint8 (H, W, 3), "mask": uint8 (H, W), "id": str}`` (the dataset readers of
-``dense_jax.data.segmentation`` and :class:`SceneSegmentation`, the built-in scenes).
+``dense_jax.data.segmentation`` and ``dense_jax.data.sources.Scenes``, the built-in scenes).
 
 :class:`Extractor` jits the backbone once per input shape with the batch split over the mesh
 axis ``'data'`` (params replicated). :func:`batches` pads the last batch to the full batch size
@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from dense_jax.data import scenes
+from dense_jax.data.sources import Scenes, Subset
 from dense_jax.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from dense_jax.eval.report import to_uint8
 
@@ -58,41 +58,13 @@ def bilinear_upsample(x: jax.Array, size: int | tuple[int, int]) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------- sources
-class SceneSegmentation:
-    """The built-in scenes (``dense_jax.data.scenes``) as a segmentation source."""
-
-    def __init__(self, split: str, num_examples: int, image_size: Sequence[int]):
-        self.scenes = scenes.ScenesSource(split, num_examples,
-                                          scenes.ScenesConfig(image_size=tuple(image_size)))
-        self.split = split
-
-    def __len__(self) -> int:
-        return len(self.scenes)
-
-    def __getitem__(self, index: int) -> dict:
-        scene = self.scenes[index]
-        return {"image": scene["image"], "mask": scene["mask"], "id": f"{self.split}_{index:06d}"}
-
-
-class Subset:
-    """The items ``indices`` of a source, in that order."""
-
-    def __init__(self, source, indices: Sequence[int]):
-        self.source, self.indices = source, np.asarray(indices, np.int64)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, index: int) -> dict:
-        return self.source[int(self.indices[index])]
-
-
 def open_source(data, split: str, limit: int = 0):
-    """The segmentation source of ``data`` (a config section) and ``split``; the first
+    """The segmentation source of ``data`` (a config section) and ``split``: the built-in scenes
+    (`sources.Scenes`) or ``dense_jax.data.segmentation.open_source``'s reader; the first
     ``limit`` items when ``limit > 0``. A dataset that is not on disk raises the readers' own
     ``DatasetNotFoundError`` naming what to download."""
     if data.name == "scenes":
-        return SceneSegmentation(split, limit or {"train": 10_000, "val": 500}[split], data.image_size)
+        return Scenes(split, limit or None, data.image_size)
     from dense_jax.data import segmentation  # lazy: file readers of the real datasets
     source = segmentation.open_source(data.name, split, data.root)
     return Subset(source, range(min(limit, len(source)))) if limit else source
