@@ -1,5 +1,5 @@
 """Training subsets of the Hummingbird fractions (evaluation.md §1): class presence, the
-class-balanced draw and hbird's shipped file sets."""
+class-balanced draw (the one of ``python -m dense_jax.prepare``) and hbird's shipped file sets."""
 from __future__ import annotations
 
 import glob
@@ -20,26 +20,24 @@ def class_presence(source, num_classes: int) -> list[np.ndarray]:
 
 
 def balanced_subsets(presence: list[np.ndarray], fractions, seed: int, fg_classes) -> dict:
-    """NeCo's rule (§1): for each fraction f < 1, round(N·f / C_fg) distinct images per
-    foreground class, uniformly at random; nested over increasing f for one seed."""
+    """Class-balanced, nested subsets (positions into ``presence``) for each fraction f < 1.
+
+    The reference rule (§1, NeCo text + counts) takes round(N·f / C_fg) distinct images per
+    foreground class at random, without saying how halves round (its counts hit none). We use
+    ``lists.balanced_fractions`` with d = round(1 / f) and n = ``lists.per_class_count``
+    (halves round up), the draw ``python -m dense_jax.prepare`` writes its lists with: on a
+    reader (ids sorted, so positions are in id order) both give the same images.
+    """
     n = len(presence)
-    rng = np.random.default_rng(seed)
-    pools = {c: [i for i in rng.permutation(n) if c in presence[i]] for c in fg_classes}
-    pointers = {c: 0 for c in fg_classes}
-    chosen, taken, per_class = [], set(), {c: 0 for c in fg_classes}
-    out = {}
-    for f in sorted(f for f in fractions if f < 1):
-        target = int(round(n * f / len(fg_classes)))
-        for c in fg_classes:
-            while per_class[c] < target and pointers[c] < len(pools[c]):
-                i = pools[c][pointers[c]]
-                pointers[c] += 1
-                if i not in taken:
-                    taken.add(i)
-                    chosen.append(i)
-                    per_class[c] += 1
-        out[f] = np.asarray(sorted(chosen), np.int64)
-    return out
+    classes = list(fg_classes)
+    small_to_large = sorted(f for f in fractions if f < 1)
+    counts = [lists.per_class_count(n, int(round(1 / f)), len(classes)) for f in small_to_large]
+    empty = [f for f, count in zip(small_to_large, counts) if count == 0]
+    if empty:
+        raise ValueError(f"hbird fraction {empty[0]:g} of {n} images leaves no image per class "
+                         f"for {len(classes)} foreground classes")
+    drawn = lists.balanced_fractions(dict(enumerate(presence)), classes, counts, seed)
+    return {f: np.asarray(ids, np.int64) for f, ids in zip(small_to_large, drawn)}
 
 
 def file_set_subsets(root: str, source, fractions, seed: int) -> dict:
