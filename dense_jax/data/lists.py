@@ -14,7 +14,8 @@ Procedures:
   order, n rounds); each takes the next image of its own seeded random order of the images
   that contain it, passing over images already taken. So every class is present in at least
   n of the C·n distinct images, and the draws for d = 128, 64, 8 continue one another, which
-  makes them nested. VOC trainaug: 80 / 160 / 1320; ADE20K train: 150 / 300 / 2550.
+  makes them nested. VOC trainaug: 80 / 160 / 1320; ADE20K train: 150 / 300 / 2550. The
+  Hummingbird protocol draws its subsets with the same functions when it has no file sets.
 - COCO 10% (§5 COCO splits): sort the train2017 image ids, permute with the seed, keep the
   first floor(N / 10) (11,828 of 118,287), write them sorted.
 

@@ -14,7 +14,8 @@ import grain
 import numpy as np
 from PIL import Image
 
-from dense_jax.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, sample_crop_box
+from dense_jax.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, crop_resize_flip, eval_transform,
+                                       normalize, sample_crop_box)
 from dense_jax.ops.resize import nearest_resize
 
 
@@ -33,9 +34,11 @@ class SegmentationCrops(grain.transforms.RandomMap):
 
     def random_map(self, element: dict, rng: np.random.Generator) -> dict:
         if self.augment:
-            image, mask = paired_crop(element["image"], element["mask"], rng, self.size,
-                                      self.scale, self.ratio, self.hflip)
-            image = (np.asarray(image, np.float32) / 255.0 - np.float32(self.mean)) / np.float32(self.std)
+            image = Image.fromarray(np.asarray(element["image"])).convert("RGB")
+            box = sample_crop_box(rng, (image.height, image.width), self.scale, self.ratio)
+            image, mask, _ = crop_resize_flip(image, box, self.size, Image.Resampling.BILINEAR, rng,
+                                              self.hflip, Image.fromarray(np.asarray(element["mask"], np.uint8)))
+            image = normalize(image, self.mean, self.std)
         else:
             image, mask = eval_transform(element["image"], element["mask"], self.size, self.mean, self.std)
         mask = np.asarray(mask)
@@ -51,17 +54,3 @@ class PassThrough(grain.transforms.RandomMap):
     def random_map(self, element: dict, rng: np.random.Generator) -> dict:
         del rng
         return element
-
-
-def paired_crop(image, mask, rng: np.random.Generator, size: int, scale, ratio, hflip: float):
-    """One RandomResizedCrop box for image (bilinear) and mask (nearest) to size², then the
-    same horizontal flip with probability `hflip`. Returns PIL images."""
-    image = Image.fromarray(np.asarray(image)).convert("RGB")
-    mask = Image.fromarray(np.asarray(mask, np.uint8))
-    box = sample_crop_box(rng, (image.height, image.width), scale, ratio)
-    image = image.crop(box).resize((size, size), Image.Resampling.BILINEAR)
-    mask = mask.crop(box).resize((size, size), Image.Resampling.NEAREST)
-    if rng.random() < hflip:
-        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        mask = mask.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    return image, mask

@@ -32,6 +32,8 @@ import time
 import numpy as np
 from PIL import Image, ImageDraw
 
+from dense_jax.data.palette import PALETTE, colourise
+
 CLASS_NAMES = (
     # Things: a distinct shape with a distinct texture.
     "striped_disc",  # 0: disc, straight square-wave stripes
@@ -50,15 +52,6 @@ THING_CLASSES = (0, 1, 2, 3, 4, 5)
 STUFF_CLASSES = (6, 7, 8)
 IGNORE_INDEX = 255
 SPLITS = ("train", "val")
-
-# Colourised masks for render_grid: one colour per class, white for ignore.
-PALETTE = np.array(
-    [
-        [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
-        [145, 30, 180], [128, 128, 128], [70, 240, 240], [170, 110, 40],
-    ],
-    np.uint8,
-)
 
 _NOISE_LEVELS = 8  # +- uniform pixel noise on the 0..255 pattern level
 _NOISE_MARGIN = 64  # the noise field is cut at a random offset in [0, margin)
@@ -376,13 +369,6 @@ class ScenesSource:
 # ---------------------------------------------------------------------------- docs
 
 
-def colourise(mask: np.ndarray) -> np.ndarray:
-    """uint8 (H,W) class mask -> uint8 (H,W,3) RGB with PALETTE; ignore is white."""
-    lut = np.full((256, 3), 255, np.uint8)
-    lut[:NUM_CLASSES] = PALETTE
-    return lut[mask]
-
-
 def render_grid(
     path: str,
     rows: int = 4,
@@ -391,7 +377,8 @@ def render_grid(
     split: str = "train",
     seed: int = 0,
 ) -> None:
-    """Save a PNG of rows x cols (image | colourised mask) pairs with a class legend."""
+    """Save a PNG of rows x cols (image | colourised mask) pairs with a class legend (the
+    shared VOC colour map, ignore white; swatches outlined so class 0's black shows)."""
     h, w = size
     config = ScenesConfig(image_size=size, seed=seed)
     gap, legend_h = 4, 22
@@ -405,9 +392,9 @@ def render_grid(
         canvas.paste(Image.fromarray(colourise(scene["mask"])), (x + w + gap, y))
     draw = ImageDraw.Draw(canvas)
     x, y = gap, rows * (h + gap) + gap + 4
-    colours = [tuple(c) for c in PALETTE.tolist()] + [(255, 255, 255)]
-    for name, colour in zip(CLASS_NAMES + ("ignore",), colours):
-        draw.rectangle([x, y, x + 12, y + 12], fill=colour)
+    ids = list(range(NUM_CLASSES)) + [IGNORE_INDEX]
+    for name, colour in zip(CLASS_NAMES + ("ignore",), PALETTE[ids].tolist()):
+        draw.rectangle([x, y, x + 12, y + 12], fill=tuple(colour), outline="white")
         draw.text((x + 16, y), name, fill="white")
         x += 22 + int(draw.textlength(name))
     canvas.save(path)

@@ -1,7 +1,8 @@
-"""Random-access training sources for grain: built-in scenes, TFDS, raw image folders.
+"""Random-access sources for grain: built-in scenes (for training and eval), TFDS, raw image
+folders, and `Subset` (chosen items of any source).
 
-Every source yields ``{"image": uint8 (H, W, 3), "index": int}`` (labels are not used by the
-SSL methods). `SkipUnreadable` wraps a source so that an image that fails to decode is
+Every training source yields ``{"image": uint8 (H, W, 3), "index": int}`` (labels are not used
+by the SSL methods). `SkipUnreadable` wraps a source so that an image that fails to decode is
 replaced by the next readable one and counted in the element's ``"skipped"`` field: the
 count travels with the batch to the loop, which stops with a clear error when the failure
 rate exceeds ``data.max_bad_fraction``. A missing dataset raises one `DatasetNotFoundError`
@@ -17,7 +18,7 @@ import ml_collections as mlc
 import numpy as np
 from PIL import Image
 
-from dense_jax.data.scenes import ScenesConfig, ScenesSource
+from dense_jax.data.scenes import IGNORE_INDEX, THING_CLASSES, ScenesConfig, ScenesSource
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 
@@ -51,21 +52,52 @@ def _rgb(image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-class ScenesImages:
-    """The built-in scenes (`dense_jax.data.scenes`), with their masks when ``data.masks``."""
+class Scenes:
+    """The built-in scenes (`dense_jax.data.scenes`) for every consumer, scene `index` of `split`.
 
-    def __init__(self, data: mlc.ConfigDict):
-        self.scenes = ScenesSource(data.split, data.num_examples or None,
-                                   ScenesConfig(image_size=tuple(data.image_size)))
-        self.masks = data.masks
+    - ``masks=False`` (SSL training): ``{"image": uint8 (H, W, 3), "index"}``;
+    - ``masks=True`` (segmentation eval): also ``"mask"`` (H, W) and ``"id"`` (``<split>_<index:06d>``);
+    - ``frames=T > 1`` (video eval, DAVIS-like): a camera panning ``shift`` pixels per frame over one
+      wide scene, ``{"image": (T, H, W, 3), "mask": (T, H, W), "index", "id": "scene_video_<index>"}``
+      with object ids thing class + 1 (stuff 0 = background, the ignore band 255 = void).
+    """
+
+    def __init__(self, split: str, num_examples: int | None = None, image_size=(224, 224), *,
+                 masks: bool = True, frames: int = 1, shift: int = 4):
+        h, w = (int(v) for v in image_size)
+        self.width, self.masks, self.frames, self.shift = w, masks, frames, shift
+        self.scenes = ScenesSource(split, num_examples,
+                                   ScenesConfig(image_size=(h, w + shift * (frames - 1))))
 
     def __len__(self) -> int:
         return len(self.scenes)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         scene = self.scenes[index]
-        item = {"image": scene["image"], "index": scene["index"]}
-        return {**item, "mask": scene["mask"]} if self.masks else item
+        image, mask = scene["image"], scene["mask"]
+        if self.frames == 1:
+            item = {"image": image, "index": scene["index"]}
+            return {**item, "mask": mask, "id": f"{self.scenes.split}_{index:06d}"} if self.masks else item
+        ids = np.where(np.isin(mask, THING_CLASSES), mask + 1, 0)
+        ids = np.where(mask == IGNORE_INDEX, 255, ids).astype(np.uint8)
+        cols = [slice(t * self.shift, t * self.shift + self.width) for t in range(self.frames)]
+        return {"image": np.stack([image[:, c] for c in cols]), "mask": np.stack([ids[:, c] for c in cols]),
+                "index": scene["index"], "id": f"scene_video_{index}"}
+
+
+class Subset:
+    """The items `indices` of `source`, in that order; each item's ``index`` is its position in
+    `source` (memory provenance in the retrieval protocol)."""
+
+    def __init__(self, source: Source, indices):
+        self.source, self.indices = source, np.asarray(indices, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        position = int(self.indices[index])
+        return {**self.source[position], "index": position}
 
 
 class ImageFolder:
@@ -121,7 +153,8 @@ class SkipUnreadable:
     """Replaces an unreadable element by the next readable one; counts the skips.
 
     Deterministic (the replacement only depends on the index), so resumed runs and all hosts
-    agree. Elements without an ``index`` get the one they were read at. More than `max_consecutive` failures in a row raise an error naming the files.
+    agree. Elements without an ``index`` get the one they were read at. More than
+    `max_consecutive` failures in a row raise an error naming the files.
     """
 
     def __init__(self, source: Source, max_consecutive: int):
@@ -149,7 +182,7 @@ def training_source(data: mlc.ConfigDict) -> SkipUnreadable:
     if data.masks and data.source not in ("scenes", "segmentation"):
         raise ValueError(f"data.masks needs data.source 'scenes' or 'segmentation', not {data.source!r}")
     if data.source == "scenes":
-        source = ScenesImages(data)
+        source = Scenes(data.split, data.num_examples or None, data.image_size, masks=data.masks)
     elif data.source == "segmentation":  # a labelled dataset reader (dense_jax.data.segmentation)
         from dense_jax.data import segmentation  # lazy: file readers of the real datasets
         source = segmentation.open_source(data.name, data.split, data.root)

@@ -51,6 +51,27 @@ def sample_crop_box(rng: np.random.Generator, image_hw, scale, ratio=(3 / 4, 4 /
     return left, top, left + w, top + h
 
 
+def crop_resize_flip(img: Image.Image, box, size: int, resample, rng=None, flip_p: float = 0.0,
+                     mask: Image.Image | None = None):
+    """The geometric step of every augmented view (multi-crop, linear-probe and Hummingbird
+    memory items): crop `img` and `mask` to `box` (x1, y1, x2, y2), resize to size² (`img` with
+    `resample`, `mask` nearest), flip both when ``rng.random() < flip_p`` (no draw when `rng` is
+    None). Returns (view, mask view or None, flipped)."""
+    view = img.crop(box).resize((size, size), resample)
+    if mask is not None:
+        mask = mask.crop(box).resize((size, size), Image.Resampling.NEAREST)
+    flip = rng is not None and bool(rng.random() < flip_p)
+    if flip:
+        view = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        mask = mask.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if mask is not None else None
+    return view, mask, flip
+
+
+def normalize(img, mean, std) -> np.ndarray:
+    """uint8 image (PIL or array) -> float32 (x / 255 − mean) / std (ToTensor + Normalize)."""
+    return (np.asarray(img, np.float32) / 255.0 - np.float32(mean)) / np.float32(std)
+
+
 def _intersection_area(box, others):
     """Area of box ∩ each of `others` (N, 4); 0 where they do not overlap."""
     others = np.asarray(others, np.float64).reshape(-1, 4)
@@ -194,10 +215,7 @@ class MultiCropTransform(grain.transforms.RandomMap):
 
     def _view(self, img, box, size, blur_p, solarize_p, rng):
         sp = self.spec
-        view = img.crop(box).resize((size, size), _RESAMPLE[sp.interpolation])
-        flip = bool(rng.random() < sp.flip_p)
-        if flip:
-            view = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        view, _, flip = crop_resize_flip(img, box, size, _RESAMPLE[sp.interpolation], rng, sp.flip_p)
         if rng.random() < sp.jitter_p:
             view = _color_jitter(view, rng, sp.jitter)
         if rng.random() < sp.gray_p:
@@ -206,8 +224,7 @@ class MultiCropTransform(grain.transforms.RandomMap):
             view = view.filter(ImageFilter.GaussianBlur(radius=rng.uniform(*sp.blur_radius)))
         if rng.random() < solarize_p:
             view = ImageOps.solarize(view, threshold=128)
-        arr = np.asarray(view, np.float32) / 255.0
-        return (arr - np.float32(sp.mean)) / np.float32(sp.std), flip
+        return normalize(view, sp.mean, sp.std), flip
 
     def _crop_box(self, index, image_hw, scale, boxes, rng):
         sp = self.spec
@@ -273,7 +290,7 @@ def eval_transform(image, mask=None, size=448, mean=IMAGENET_MEAN, std=IMAGENET_
     h, w = (int(size), int(size)) if np.ndim(size) == 0 else size
     img = Image.fromarray(np.asarray(image)).convert("RGB")
     img = img.resize((w, h), Image.Resampling.BILINEAR)
-    arr = (np.asarray(img, np.float32) / 255.0 - np.float32(mean)) / np.float32(std)
+    arr = normalize(img, mean, std)
     if mask is None:
         return arr, None
     mask = np.asarray(mask)

@@ -24,6 +24,7 @@ from dense_jax.eval import features as F
 from dense_jax.eval import metrics, report
 from dense_jax.ops.kmeans import kmeans
 from dense_jax.ops.knn import knn
+from dense_jax.ops.resize import bilinear_upsample, nearest_resize
 
 _ASSIGN_BLOCK = 1 << 16  # query rows per nearest-centroid search
 
@@ -102,7 +103,7 @@ def run(ctx: F.EvalContext) -> dict:
     labels, n, size = val["labels"], len(val["labels"]), cfg.label_size
     z = reduce(val["patch"], cfg.pca_dim, cfg.pca_rows_per_dim, ctx.config.seed)
     if cfg.resolution == "pixels":
-        z = np.concatenate([np.asarray(jax.device_get(F.bilinear_upsample(jnp.asarray(z[i:i + 16]), size)))
+        z = np.concatenate([np.asarray(jax.device_get(bilinear_upsample(jnp.asarray(z[i:i + 16]), size)))
                             for i in range(0, n, 16)])
     grid = z.shape[1:3]
     z = z.reshape(-1, z.shape[-1])
@@ -113,7 +114,7 @@ def run(ctx: F.EvalContext) -> dict:
         for seed in range(cfg.seeds):
             ids = cluster(z, k, seed, cfg).reshape((n,) + grid)
             if cfg.resolution == "tokens":
-                ids = F.nearest_resize(ids, size)
+                ids = nearest_resize(ids, size)
             acc = metrics.ConfusionAccumulator(data.num_classes, k, ignore_index=data.ignore_index)
             acc.update(ids, labels)
             mapping = mapping_for(acc.cm, cfg.many_to_one)

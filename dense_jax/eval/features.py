@@ -2,7 +2,7 @@
 
 A *segmentation source* is any random-access object with ``__len__`` and ``__getitem__ ->
 {"image": uint8 (H, W, 3), "mask": uint8 (H, W), "id": str}`` (the dataset readers of
-``dense_jax.data.segmentation`` and :class:`SceneSegmentation`, the built-in scenes).
+``dense_jax.data.segmentation`` and ``dense_jax.data.sources.Scenes``, the built-in scenes).
 
 :class:`Extractor` jits the backbone once per input shape with the batch split over the mesh
 axis ``'data'`` (params replicated). :func:`batches` pads the last batch to the full batch size
@@ -26,74 +26,23 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from dense_jax.core.sharding import to_host
-from dense_jax.data import scenes
+from dense_jax.models.features import select
+from dense_jax.ops.resize import nearest_resize
+from dense_jax.data.sources import Scenes, Subset
 from dense_jax.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from dense_jax.eval.report import to_uint8
 
 BackboneFn = Callable[[Any, jax.Array], Mapping[str, jax.Array]]
-KINDS = ("patch", "last_blocks", "attn")
-
-
-# ----------------------------------------------------------------------------- resizing
-def nearest_indices(n_in: int, n_out: int) -> np.ndarray:
-    """Source index of every output index under torch ``F.interpolate(mode="nearest")``:
-    floor(i * n_in / n_out) in float32 (the references' 448 -> 100 label and g -> 100 cluster
-    resizes). PIL's NEAREST (used for image-file masks) is ``eval_transform``'s business."""
-    scale = np.float32(n_in) / np.float32(n_out)
-    return np.minimum(np.floor(np.arange(n_out, dtype=np.float32) * scale).astype(np.int64), n_in - 1)
-
-
-def nearest_resize(x, size: int | tuple[int, int]):
-    """Torch-nearest resize of the last two axes of a numpy or JAX array to ``size``."""
-    h, w = (size, size) if np.ndim(size) == 0 else size
-    rows = nearest_indices(x.shape[-2], h)
-    cols = nearest_indices(x.shape[-1], w)
-    return x[..., rows[:, None], cols[None, :]]
-
-
-def bilinear_upsample(x: jax.Array, size: int | tuple[int, int]) -> jax.Array:
-    """(B, h, w, C) -> (B, H, W, C) bilinear with half-pixel centres, i.e. torch
-    ``F.interpolate(mode="bilinear", align_corners=False)`` when upsampling."""
-    h, w = (size, size) if np.ndim(size) == 0 else size
-    return jax.image.resize(x, (x.shape[0], h, w, x.shape[-1]), "bilinear", antialias=False)
 
 
 # ----------------------------------------------------------------------------- sources
-class SceneSegmentation:
-    """The built-in scenes (``dense_jax.data.scenes``) as a segmentation source."""
-
-    def __init__(self, split: str, num_examples: int, image_size: Sequence[int]):
-        self.scenes = scenes.ScenesSource(split, num_examples,
-                                          scenes.ScenesConfig(image_size=tuple(image_size)))
-        self.split = split
-
-    def __len__(self) -> int:
-        return len(self.scenes)
-
-    def __getitem__(self, index: int) -> dict:
-        scene = self.scenes[index]
-        return {"image": scene["image"], "mask": scene["mask"], "id": f"{self.split}_{index:06d}"}
-
-
-class Subset:
-    """The items ``indices`` of a source, in that order."""
-
-    def __init__(self, source, indices: Sequence[int]):
-        self.source, self.indices = source, np.asarray(indices, np.int64)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, index: int) -> dict:
-        return self.source[int(self.indices[index])]
-
-
 def open_source(data, split: str, limit: int = 0):
-    """The segmentation source of ``data`` (a config section) and ``split``; the first
+    """The segmentation source of ``data`` (a config section) and ``split``: the built-in scenes
+    (`sources.Scenes`) or ``dense_jax.data.segmentation.open_source``'s reader; the first
     ``limit`` items when ``limit > 0``. A dataset that is not on disk raises the readers' own
     ``DatasetNotFoundError`` naming what to download."""
     if data.name == "scenes":
-        return SceneSegmentation(split, limit or {"train": 10_000, "val": 500}[split], data.image_size)
+        return Scenes(split, limit or None, data.image_size)
     from dense_jax.data import segmentation  # lazy: file readers of the real datasets
     source = segmentation.open_source(data.name, split, data.root)
     return Subset(source, range(min(limit, len(source)))) if limit else source
@@ -142,24 +91,6 @@ def eval_item(item: dict, size: int, label_size: int | None, mean=IMAGENET_MEAN,
 
 
 # ----------------------------------------------------------------------------- extraction
-def select(outputs: Mapping[str, jax.Array], kind: str, n_blocks: int = 4) -> jax.Array:
-    """One dense output of the ViT dict: ``patch`` (B, h, w, D: last block after the final
-    norm, §0), ``last_blocks`` (B, h, w, n·D: the last ``n_blocks`` normed blocks concatenated,
-    earliest first, CrOC §2b), ``attn`` (B, h, w: last-block CLS attention averaged over heads,
-    registers excluded, §3c)."""
-    if kind == "patch":
-        return outputs["patch"]
-    if kind == "last_blocks":
-        blocks = outputs["last_blocks"]
-        if blocks.shape[0] < n_blocks:
-            raise ValueError(f"the backbone keeps {blocks.shape[0]} last blocks, {n_blocks} asked: "
-                             f"set model.n_last_blocks >= {n_blocks}")
-        return jnp.concatenate(list(blocks[-n_blocks:]), axis=-1)
-    if kind == "attn":
-        return outputs["attn_cls"].mean(axis=1)
-    raise ValueError(f"unknown feature kind {kind!r}; known: {KINDS}")
-
-
 def on_mesh(params, mesh: Mesh):
     """`params` placed on `mesh`: device arrays already there (e.g. the trainer's, FSDP-sharded)
     stay as they are; anything else is replicated."""

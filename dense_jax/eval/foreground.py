@@ -30,6 +30,7 @@ from dense_jax.eval import clustering
 from dense_jax.eval import features as F
 from dense_jax.eval import metrics, report
 from dense_jax.ops.kmeans import kmeans
+from dense_jax.ops.resize import nearest_indices, nearest_resize
 
 
 # ----------------------------------------------------------------------------- attention masks
@@ -143,9 +144,9 @@ def run(ctx: F.EvalContext) -> dict:
     n_fg = data.num_classes - len(data.background)
     gt_fg = gt != 0  # void 255 counts as foreground (eval_jac with_boundary)
 
-    attn_fg = F.nearest_resize(attention_foreground(np.concatenate([s["attn"] for s in splits]), cfg), size)
+    attn_fg = nearest_resize(attention_foreground(np.concatenate([s["attn"] for s in splits]), cfg), size)
     ids = clustering.cluster(z, cfg.k_fg, 0, cfg, spherical=True).reshape((-1,) + grid)
-    ids = F.nearest_resize(ids, size)
+    ids = nearest_resize(ids, size)
     train, val = slice(0, n_train), slice(n_train, None)
     chosen = choose_threshold(cluster_precision(ids[train], attn_fg[train], cfg.k_fg),
                               ids[train], gt_fg[train], cfg.k_fg, cfg.cut_range)
@@ -155,7 +156,7 @@ def run(ctx: F.EvalContext) -> dict:
         fg[part] = np.nan_to_num(precs, nan=-1.0)[ids[part]] >= chosen["threshold"]
 
     # Foreground-only clustering: a pixel carries its token's feature (nearest upsampling).
-    rows = F.nearest_indices(grid[0], size)[:, None] * grid[1] + F.nearest_indices(grid[1], size)[None, :]
+    rows = nearest_indices(grid[0], size)[:, None] * grid[1] + nearest_indices(grid[1], size)[None, :]
     pixel_token = (np.arange(len(gt))[:, None, None] * (grid[0] * grid[1]) + rows[None])[fg]
     scores, shown = [], None
     for seed in range(cfg.seeds):
@@ -165,7 +166,7 @@ def run(ctx: F.EvalContext) -> dict:
             pick = pick[np.random.default_rng(seed).choice(len(pick), limit, replace=False)]
         result = kmeans(z[pick], n_fg, n_iter=cfg.n_iter, n_init=cfg.n_init, init=cfg.init, seed=seed)
         token_ids = clustering.assign(z, result.centroids).reshape((-1,) + grid)
-        pred = np.where(fg, F.nearest_resize(token_ids, size), n_fg)
+        pred = np.where(fg, nearest_resize(token_ids, size), n_fg)
         acc = metrics.ConfusionAccumulator(n_fg + 1, n_fg + 1, ignore_index=255)
         acc.update(pred[val], gt[val])
         mapping = metrics.hungarian_match(acc.cm)

@@ -14,28 +14,8 @@ from typing import Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from dense_jax.data.palette import PALETTE, colourise
 from dense_jax.eval import metrics
-
-
-def palette() -> np.ndarray:
-    """(256, 3) uint8 PASCAL VOC colour map (bit-interleaved ids); id 255 (ignore) is white."""
-    ids = np.arange(256)
-    colours = np.zeros((256, 3), np.int64)
-    bits = ids.copy()
-    for j in range(8):
-        for channel in range(3):
-            colours[:, channel] |= ((bits >> channel) & 1) << (7 - j)
-        bits >>= 3
-    colours[255] = 255
-    return colours.astype(np.uint8)
-
-
-_PALETTE = palette()
-
-
-def colourise(labels) -> np.ndarray:
-    """Integer map (H, W) -> (H, W, 3) uint8 with :func:`palette` (ids taken modulo 256)."""
-    return _PALETTE[np.asarray(labels, np.int64) % 256]
 
 
 def to_uint8(image, mean, std) -> np.ndarray:
@@ -75,7 +55,7 @@ def save_panels(path: str, rows: Sequence[Sequence[np.ndarray]], titles: Sequenc
 def save_indexed_png(path: str, labels: np.ndarray) -> None:
     """Palette PNG of a uint8 label map (DAVIS toolkit format)."""
     img = Image.fromarray(np.asarray(labels, np.uint8), mode="P")
-    img.putpalette(_PALETTE.ravel().tolist())
+    img.putpalette(PALETTE.ravel().tolist())
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     img.save(path)
 

@@ -25,42 +25,20 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from dense_jax.data import scenes
+from dense_jax.data.sources import Scenes
 from dense_jax.eval import features as F
 from dense_jax.eval import metrics, report
+from dense_jax.ops.resize import bilinear_upsample
 
 
 # ----------------------------------------------------------------------------- sources
-class SceneVideos:
-    """Synthetic videos for the demo: a camera panning over a wide scene (``scenes``).
-
-    Items as the DAVIS-2017 reader's: ``{"image": (T, H, W, 3) uint8, "mask": (T, H, W) uint8,
-    "id"}``; object ids are thing class + 1 (stuff = background 0, the ignore band = void 255).
-    """
-
-    def __init__(self, num_videos: int = 3, num_frames: int = 8, size=(96, 128), shift: int = 4):
-        self.num_videos, self.num_frames, self.size, self.shift = num_videos, num_frames, size, shift
-
-    def __len__(self) -> int:
-        return self.num_videos
-
-    def __getitem__(self, index: int) -> dict:
-        h, w = self.size
-        wide = scenes.render_scene(index, "val", scenes.ScenesConfig(
-            image_size=(h, w + self.shift * (self.num_frames - 1))))
-        ids = np.where(np.isin(wide["mask"], scenes.THING_CLASSES), wide["mask"] + 1, 0)
-        ids = np.where(wide["mask"] == scenes.IGNORE_INDEX, 255, ids).astype(np.uint8)
-        cols = [slice(t * self.shift, t * self.shift + w) for t in range(self.num_frames)]
-        return {"image": np.stack([wide["image"][:, c] for c in cols]),
-                "mask": np.stack([ids[:, c] for c in cols]), "id": f"scene_video_{index}"}
-
-
 def open_videos(ctx: F.EvalContext):
     """The val videos: DAVIS-2017 (``dense_jax.data.segmentation.DAVIS2017``) or, on the
-    built-in scenes, :class:`SceneVideos`; the first ``data.limit_val`` when > 0."""
+    built-in scenes, ``sources.Scenes`` videos of 8 panning 96×128 frames; the first
+    ``data.limit_val`` when > 0 (scenes: else 3)."""
     data = ctx.config.data
     if data.name == "scenes":
-        return SceneVideos(data.limit_val or 3)
+        return Scenes("val", data.limit_val or 3, (96, 128), frames=8)
     return ctx.source(data.val_split, data.limit_val)
 
 
@@ -99,7 +77,7 @@ def propagate(feat, ctx_feats, ctx_segs, ctx_valid, near, topk: int, temperature
 @functools.partial(jax.jit, static_argnames=("grid", "out_hw"))
 def to_labels(seg, grid: tuple[int, int], out_hw: tuple[int, int]):
     """Soft mask (hw, C) -> (th, tw) ids: bilinear ×P, per-channel min-max, argmax."""
-    up = F.bilinear_upsample(seg.reshape((1,) + grid + (seg.shape[-1],)), out_hw)[0]
+    up = bilinear_upsample(seg.reshape((1,) + grid + (seg.shape[-1],)), out_hw)[0]
     lo, hi = up.min((0, 1)), up.max((0, 1))
     norm = jnp.where(hi > 0, (up - lo) / jnp.where(hi - lo > 0, hi - lo, 1.0), up)
     return jnp.argmax(norm, axis=-1)

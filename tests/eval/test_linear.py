@@ -9,6 +9,7 @@ from configs.eval import base
 from dense_jax.eval import features, linear, metrics
 from dense_jax.core.sharding import make_mesh
 from dense_jax.train import loop
+from dense_jax.ops.resize import bilinear_upsample, nearest_resize
 
 PATCH, GRID, NUM_CLASSES = 16, 4, 5
 
@@ -59,8 +60,8 @@ def block_sources(monkeypatch):
 def patch_oracle_miou(source, size):
     """§8.7's patch-majority oracle: bilinearly upsampled one-hot patch labels, argmax."""
     onehot = jax.nn.one_hot(source.labels, NUM_CLASSES)
-    pred = np.asarray(jnp.argmax(features.bilinear_upsample(onehot, size), -1))
-    gt = features.nearest_resize(np.stack([source[i]["mask"] for i in range(len(source))]), size)
+    pred = np.asarray(jnp.argmax(bilinear_upsample(onehot, size), -1))
+    gt = nearest_resize(np.stack([source[i]["mask"] for i in range(len(source))]), size)
     acc = metrics.ConfusionAccumulator(NUM_CLASSES)
     acc.update(pred, gt)
     return acc.result()["miou"]
@@ -85,7 +86,7 @@ def test_perfect_features_reach_the_oracle(block_sources, variant):
 
 def test_bilinear_upsample_matches_torch():
     x = np.random.default_rng(0).normal(size=(2, 7, 9, 3)).astype(np.float32)
-    ours = np.asarray(features.bilinear_upsample(jnp.asarray(x), (30, 41)))
+    ours = np.asarray(bilinear_upsample(jnp.asarray(x), (30, 41)))
     ref = torch.nn.functional.interpolate(torch.from_numpy(x).permute(0, 3, 1, 2), size=(30, 41),
                                           mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
     np.testing.assert_allclose(ours, ref.numpy(), atol=1e-5)
@@ -93,11 +94,11 @@ def test_bilinear_upsample_matches_torch():
 
 def test_nearest_resize_matches_torch():
     x = np.random.default_rng(0).integers(0, 50, size=(3, 448, 448)).astype(np.uint8)
-    ours = features.nearest_resize(x, 100)
+    ours = nearest_resize(x, 100)
     ref = torch.nn.functional.interpolate(torch.from_numpy(x[:, None].astype(np.float32)), size=(100, 100),
                                           mode="nearest")[:, 0].numpy()
     np.testing.assert_array_equal(ours, ref)
     ids = np.arange(28 * 28).reshape(1, 28, 28)
     ref = torch.nn.functional.interpolate(torch.from_numpy(ids[:, None].astype(np.float32)), size=(100, 100),
                                           mode="nearest")[:, 0].numpy()
-    np.testing.assert_array_equal(features.nearest_resize(ids, 100), ref)
+    np.testing.assert_array_equal(nearest_resize(ids, 100), ref)

@@ -5,8 +5,12 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
+from dense_jax import prepare
+from dense_jax.data import lists
+from dense_jax.data import segmentation as seg
 from dense_jax.eval import report, retrieval
 from dense_jax.ops.knn import knn
+from tests.data.test_lists import _fake_voc
 
 
 # ----------------------------------------------------------------------------- numpy reference
@@ -150,3 +154,22 @@ def test_memory_item_geometry_and_void_mapping():
     x1, y1, x2, y2 = out["box"]
     assert 0 <= x1 < x2 <= 60 and 0 <= y1 < y2 <= 40
     assert (x2 - x1) * (y2 - y1) >= 0.5 * 40 * 60 - 60  # rejection sampling: area >= 0.5
+
+
+@pytest.mark.parametrize("num_sbd", [398, 78])
+def test_balanced_subsets_are_the_lists_prepare_writes(tmp_path, num_sbd):
+    """The protocol's subsets of a reader equal ``python -m dense_jax.prepare``'s lists of the
+    same data. Halves round up: 400 images / 8 / 20 classes = 2.5 -> 3 per class, 80 images
+    -> 0.5 -> 1 (Python's round() gives 2 and 0)."""
+    root = _fake_voc(tmp_path / "VOCdevkit", num_sbd=num_sbd)
+    assert prepare.run(["--dataset", "voc", "--root", str(root), "--lists-dir", str(tmp_path / "lists")]) == 0
+    reader = seg.open_source("voc", "trainaug", root)
+    presence = retrieval.class_presence(reader, 21)
+    per_class = {398: 3, 78: 1}[num_sbd]
+    for seed in lists.SEEDS:
+        subsets = retrieval.balanced_subsets(presence, (1 / 8, 1.0), seed, fg_classes=range(1, 21))
+        written = lists.load(tmp_path / "lists", "voc", lists.fraction_name("trainaug", 8, seed))
+        assert tuple(reader.ids[i] for i in subsets[1 / 8]) == written
+        assert len(written) == 20 * per_class
+    with pytest.raises(ValueError, match="leaves no image per class"):
+        retrieval.balanced_subsets(presence, (1 / 128,), 42, fg_classes=range(1, 21))
