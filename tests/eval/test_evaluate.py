@@ -13,9 +13,8 @@ import pytest
 
 from configs.dino_coco import get_config as train_config
 from configs.eval import base
-from dense_jax import evaluate
-from dense_jax.eval import backbones, features
-from dense_jax.models import build
+from dense_jax import evaluate, methods
+from dense_jax.eval import features, periodic
 from dense_jax.train import loop
 from dense_jax.train.checkpoint import Checkpointer
 from tests.data.test_segmentation import _davis, _voc
@@ -142,16 +141,41 @@ def test_weights_from_a_training_workdir_load_the_teacher(tmp_path):
     assert out["last_blocks"].shape[0] == 2  # min(n_last_blocks, depth)
 
 
-def test_training_hook_scores_the_teacher_backbone(tmp_path):
-    """`config.eval.config` turns into the trainer's hook: protocol scores keyed eval/…,
-    PNGs under workdir/eval/step_<n>; no hook when unset."""
+def test_evaluations_at_two_cadences_run_on_the_sharded_teacher(tmp_path, monkeypatch):
+    """``config.evals``: K-means every 4 steps and the linear probe (through the trainer) every
+    8 and at the end, in the training mesh (FSDP) on the teacher's params as the trainer holds
+    them (device arrays sharded over 'data', never gathered to the host); scores keyed
+    eval/<name>/… in metrics.jsonl, PNGs under eval/<name>/step_<n>."""
     config = train_config("smoke")
-    assert evaluate.training_hook(config, str(tmp_path)) is None
-    config.eval.config = os.path.join(REPO, "configs/eval/kmeans_voc.py:demo")
-    hook = evaluate.training_hook(config, str(tmp_path))
-    vit = build.backbone(config.model)
-    params = nn.unbox(vit.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32))["params"])
-    scores = hook(params, 7)
-    assert set(scores) == {"eval/kmeans/k9"}
-    assert 0.0 < scores["eval/kmeans/k9"] < 1.0
-    assert os.listdir(tmp_path / "eval" / "step_7")
+    config.mesh.update(dict(shape=(2, 4), fsdp=True))
+    config.evals.clusters = dict(config=os.path.join(REPO, "configs/eval/kmeans_voc.py:demo"), every=4)
+    config.evals.probe = dict(config=os.path.join(REPO, "configs/eval/linear_voc.py:demo"), every=8)
+    seen = []
+    original = periodic.run_protocols
+
+    def spy(backbone_fn, params, eval_config, *args, **kwargs):
+        kernel = params["block_0"]["mlp"]["fc1"]["kernel"]
+        seen.append((isinstance(kernel, jax.Array), tuple(kernel.sharding.spec), kwargs["mesh"].shape))
+        return original(backbone_fn, params, eval_config, *args, **kwargs)
+
+    monkeypatch.setattr(periodic, "run_protocols", spy)
+    evals = periodic.from_config(config, str(tmp_path), fit=loop.fit)
+    loop.train(config, methods.get(config.method), str(tmp_path), evals=evals)
+    with open(tmp_path / "metrics.jsonl") as f:
+        records = [json.loads(line) for line in f]
+    total = max(r["step"] for r in records)
+    kmeans_steps = [r["step"] for r in records if "eval/clusters/kmeans/k9" in r]
+    linear_steps = [r["step"] for r in records if "eval/probe/linear/miou" in r]
+    assert total == 16
+    assert kmeans_steps == [4, 8, 12, 16] and linear_steps == [8, 16]
+    assert all(0.0 < r["eval/probe/linear/miou"] < 1.0 for r in records if "eval/probe/linear/miou" in r)
+    assert seen and all(s == (True, ("data", "model"), {"data": 2, "model": 4}) for s in seen)
+    assert os.listdir(tmp_path / "eval" / "clusters" / "step_4")
+    assert os.listdir(tmp_path / "eval" / "probe" / "step_16")
+
+
+def test_an_evaluation_entry_with_unknown_keys_fails_before_training(tmp_path):
+    config = train_config("smoke")
+    config.evals.x = dict(config=os.path.join(REPO, "configs/eval/kmeans_voc.py:demo"), evry=4)
+    with pytest.raises(ValueError, match="config.evals.x needs exactly the keys"):
+        periodic.from_config(config, str(tmp_path))
