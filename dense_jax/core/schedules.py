@@ -47,7 +47,8 @@ def poly(step, base: float, final: float, total_steps: int, power: float) -> jax
 
 @dataclasses.dataclass(frozen=True)
 class Schedules:
-    """The trainer's schedules for one run (croc.md §7). All methods take a step array.
+    """The trainer's per-iteration schedules for one run: lr, weight decay, EMA momentum and the
+    last-layer freeze (croc.md §7). All methods take a step array.
 
     Needs a resolved config (`config.train.steps_per_epoch` > 0, see `loop.resolve_config`).
     """

@@ -75,7 +75,8 @@ def remove_small(masks: np.ndarray, min_size: int) -> np.ndarray:
 
 
 def attention_foreground(attn: np.ndarray, cfg) -> np.ndarray:
-    """§3c steps 1-4 on head-averaged CLS attention maps (N, g, g) -> bool (N, g, g)."""
+    """Attention foreground of head-averaged CLS attention maps (N, g, g) -> bool (N, g, g): blur,
+    keep the top patches holding τ of the mass, drop small components (§3c steps 1-4)."""
     kept = keep_mass(blur(jnp.asarray(attn, jnp.float32), cfg.kernel, cfg.sigma), cfg.tau)
     return remove_small(np.asarray(jax.device_get(kept)), cfg.min_component)
 
@@ -103,8 +104,9 @@ def mean_fg_iou(pred: np.ndarray, gt_fg: np.ndarray) -> float:
 
 
 def choose_threshold(precs: np.ndarray, ids: np.ndarray, gt_fg: np.ndarray, k: int, cut_range) -> dict:
-    """§3c step 3 on the train split: best cut by mean IoU (the last one among ties, as the
-    reference's stable sort), threshold = prec at that cut rounded to a multiple of 0.05."""
+    """CBFE's threshold from the train split (module docstring step 3, §3c): best cut by mean IoU
+    (the last one among ties, as the reference's stable sort), threshold = prec at that cut
+    rounded to a multiple of 0.05."""
     ranked = np.argsort(np.nan_to_num(precs, nan=-1.0), kind="stable")
     sorted_precs = np.nan_to_num(precs, nan=-1.0)[ranked]
     best = None

@@ -29,7 +29,8 @@ _EPS = 1e-8  # the references' max(denominator, 1e-8)
 @functools.partial(jax.jit, static_argnames=("num_classes", "num_pred_classes", "ignore_index"))
 def confusion_matrix(pred, target, num_classes: int, valid=None, ignore_index: int | None = 255,
                      num_pred_classes: int | None = None):
-  """(C_gt, C_pred) int32 pixel counts of one batch, in JAX (§6, §8.4-5).
+  """(C_gt, C_pred) int32 pixel counts of one batch, in JAX; ignored pixels never count, and batches
+  or shards summed in any order equal a single pass (§6, §8.4-5).
 
   ``pred`` and ``target`` are integer arrays of one shape, e.g. (B, H, W). ``valid`` masks whole
   padded samples (shape (B,)) or single pixels (same shape as ``target``). Pixels with
@@ -103,7 +104,7 @@ def identity_match(cm) -> np.ndarray:
 
 
 def hungarian_match(cm, unmatched: int = 0) -> np.ndarray:
-  """One-to-one matching maximising total IoU (§1, §3a, COMUS §7).
+  """One-to-one matching maximising total IoU, background matched like any id (§1, §3a, comus.md §7).
 
   As hbird/Leopart: ``scipy.optimize.linear_sum_assignment(1 - IoU)`` on the (C_gt, C_pred) IoU
   matrix (IoU, not raw counts). When C_pred > C_gt the leftover ids go to ``unmatched``: 0
@@ -116,7 +117,7 @@ def hungarian_match(cm, unmatched: int = 0) -> np.ndarray:
 
 
 def majority_match(cm, score: str = "precision") -> np.ndarray:
-  """Many-to-one matching for overclustering (§3a, §3b, COMUS §7).
+  """Many-to-one matching for overclustering (§3a, §3b, comus.md §7).
 
   Each predicted id goes to its best GT class independently. ``score="precision"``:
   |cluster ∩ c| / |cluster|, i.e. majority voting (Leopart/NeCo ``precision_based``; COMUS paper

@@ -58,7 +58,8 @@ def neighbourhood(h: int, w: int, radius: int) -> np.ndarray:
 
 @functools.partial(jax.jit, static_argnames=("topk", "temperature"))
 def propagate(feat, ctx_feats, ctx_segs, ctx_valid, near, topk: int, temperature: float):
-    """Soft mask (hw, C) of a target frame from its context (§4).
+    """Soft mask (hw, C) of a target frame: its context masks averaged with the top-k local
+    affinities, normalised to sum 1 (§4).
 
     feat (hw, D) and ctx_feats (n, hw, D) unit-norm; ctx_segs (n, hw, C); ctx_valid (n,);
     near (hw_src, hw_tgt) neighbourhood mask.

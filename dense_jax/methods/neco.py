@@ -83,9 +83,10 @@ def init_teacher(config: mlc.ConfigDict, student_params, rng: jax.Array):
 
 
 def param_groups(params):
-    """Backbone vs head (neco.md §2 "Optimizer"; biases and 1-D params are left undecayed by
-    the optimizer). ``mask_token`` (DINOv2 weights) gets no gradient in NeCo and torch never
-    steps it, so it is the group "unused" (lr scale 0): no weight decay either."""
+    """Backbone vs head, which take their own learning rates (``optim.lr_scale``; neco.md §2
+    "Optimizer"; biases and 1-D params are left undecayed by the optimizer). ``mask_token``
+    (DINOv2 weights) gets no gradient in NeCo and torch never steps it, so it is the group
+    "unused" (lr scale 0): no weight decay either."""
     labels = default_param_groups(params)
     if "mask_token" in params["backbone"]:
         labels["backbone"]["mask_token"] = "unused"

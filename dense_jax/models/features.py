@@ -13,8 +13,8 @@ KINDS = ("patch", "last_blocks", "attn")
 def select(outputs: Mapping[str, jax.Array], kind: str, n_blocks: int = 4) -> jax.Array:
     """One dense output of the ViT dict: ``patch`` (B, h, w, D: last block after the final
     norm, §0), ``last_blocks`` (B, h, w, n·D: the last ``n_blocks`` normed blocks concatenated,
-    earliest first, CrOC §2b), ``attn`` (B, h, w: last-block CLS attention averaged over heads,
-    registers excluded, §3c)."""
+    earliest first, the CrOC linear probe's features, §2b), ``attn`` (B, h, w: last-block CLS
+    attention averaged over heads, registers excluded, CBFE's foreground cue, §3c)."""
     if kind == "patch":
         return outputs["patch"]
     if kind == "last_blocks":

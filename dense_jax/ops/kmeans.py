@@ -1,7 +1,9 @@
-"""K-means (Lloyd) in JAX for the clustering protocols (evaluation.md §3a, §3c, §9 Clustering).
+"""K-means (Lloyd) in JAX for the clustering protocols: K-means / overclustering of frozen val
+tokens and CBFE's spherical K-means (evaluation.md §3a, §3c, §9 Clustering).
 
 Reference: faiss ``Kmeans(d, K, niter=100, nredo=5, seed, spherical)``: random-sample init,
-``niter`` Lloyd iterations, best of ``nredo`` restarts by inertia. Differences, by design (§9):
+``niter`` Lloyd iterations, best of ``nredo`` restarts by inertia. Differences, by design (faiss's
+subsampled training and random-sample init are listed as reference weaknesses, §9):
 - all rows are used; faiss trains on <= 256*K random rows (sub-sample on the host for parity);
 - ``init="kmeans++"`` (scikit-learn's greedy k-means++) is offered behind a flag;
 - an empty cluster is re-seeded at the point farthest from its centroid, the e-th empty cluster
@@ -111,7 +113,8 @@ def _lloyd(key, x, valid, k, n_iter, init, spherical):
 @jax.jit
 def nearest_centroid(x, centroids):
   """(N,) int32 id of the nearest centroid of each row (exact; ties to the lower id). Use it to
-  label all tokens after fitting on a faiss-style subsample (§3a)."""
+  label all tokens after fitting on a faiss-style subsample (the protocol trains on at most
+  256·K random rows, then gives every token its nearest centroid, §3a)."""
   x = jnp.asarray(x, jnp.float32)
   return jnp.argmin(_sq_dists(x, jnp.sum(x * x, -1), centroids), axis=1).astype(jnp.int32)
 
@@ -133,7 +136,8 @@ def kmeans(x, k: int, *, n_iter: int = 100, n_init: int = 5, init: str = "random
     k: number of clusters. n_iter: Lloyd iterations (faiss ``niter``). n_init: restarts
       (faiss ``nredo``). init: ``"random"`` (faiss: k distinct random rows) or ``"kmeans++"``.
     seed: seeds the restarts (the protocol runs seeds 0..4). spherical: L2-normalise the
-      centroids after the init and every update (faiss ``spherical=True``, used by CBFE §3c);
+      centroids after the init and every update (faiss ``spherical=True``, used by CBFE's
+      foreground clustering, §3c);
       with unit centroids the L2 assignment equals faiss's max-inner-product one.
     valid: optional (N,) bool mask of real rows (padding is ignored everywhere).
     mesh: optional mesh; rows are padded to a multiple of the ``axis`` size and sharded over it.

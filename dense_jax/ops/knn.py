@@ -1,4 +1,6 @@
-"""Exact k-nearest-neighbour search in JAX (evaluation.md §1 "JAX port", §8.8, §9 Retrieval).
+"""Exact k-nearest-neighbour search in JAX, in place of the references' approximate ScaNN: a blocked
+matmul top-k equal to brute force, ties to the lower index (evaluation.md §1 "JAX port", §8.8,
+§9 Retrieval).
 
 The memory is scanned in chunks of ``chunk_size`` rows; each chunk's (Q, chunk) similarity block
 is reduced to exact candidates (the k groups of ``group_size`` rows with the largest maxima) and
@@ -110,7 +112,8 @@ def _knn(queries, memory, k, chunk_size, group_size, metric, mesh, axis, num_val
 def knn(queries, memory, k: int, chunk_size: int = 16384, *, metric: str = "dot",
         mesh: Mesh | None = None, axis: str = "data", num_valid: int | None = None,
         group_size: int = 32, precision=lax.Precision.HIGHEST):
-  """Exact top-``k`` neighbours of each query in ``memory`` (§1, §8.8).
+  """Exact top-``k`` neighbours of each query in ``memory``, equal to a brute-force search with ties
+  to the lower memory index (§1, §8.8).
 
   Args:
     queries: (Q, D) array.

@@ -1,4 +1,5 @@
-"""Static-shape ROI-align equal to torchvision's `roi_align` (neco.md §1 "ROI-Align").
+"""Static-shape ROI-align equal to torchvision's `roi_align`, which NeCo uses with aligned=True and
+sampling_ratio=-1 to cut each pair's shared region out of the token maps (neco.md §1 "ROI-Align").
 
 Bilinear sampling is separable: a sample at (y, x) weighs pixel (h, w) by wy(h)·wx(w), and
 torchvision's out-of-range rule (zero when y or x lies outside [-1, size]) is a product of the

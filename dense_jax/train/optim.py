@@ -15,7 +15,7 @@ Per step, in this order (the reference's `clip_gradients`, `cancel_gradients_las
 ``optim.name="sgd"`` / ``"adam"`` replace step 2 by torch's SGD (momentum ``sgd_momentum``) or
 Adam with *coupled* weight decay on every tensor (g ← g + wd·p before the moments, as
 ``torch.optim.SGD/Adam(weight_decay=wd)`` over one parameter group, biases included: the
-linear probes of evaluation.md §2a/§2b).
+linear probes of evaluation.md §2a/§2b: SGD for the Leopart/NeCo probe, Adam for CrOC's).
 
 The step-dependent values (lr, wd, freeze) are extra arguments of `update`, computed from
 `state.step` in the train step: ``tx.update(g, s, p, lr=..., wd=..., freeze=...)``.

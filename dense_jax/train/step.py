@@ -5,7 +5,8 @@
 1. key = fold_in(rng, state.step) (reproducible on resume, no RNG in the state);
 2. loss, grads = value_and_grad(method.loss) w.r.t. the student params only, the method
    getting a `StepContext` (config, mesh, schedules, step, key, model state);
-3. optimizer update with lr / wd / freeze from `state.step` (croc.md §7);
+3. optimizer update with lr / wd / freeze from `state.step`: per-iteration lr and weight-decay
+   schedules, the head's last layer frozen for the first epochs (croc.md §7);
 4. EMA teacher θ_t ← m·θ_t + (1 − m)·θ_s with the updated student (all params, head too),
    when the run has a teacher (``config.teacher.ema``);
 5. the method's new aux state and model state replace the old.

@@ -69,7 +69,8 @@ _ALIASES = {"ade": "ade20k", "davis": "davis2017"}
 
 def open_source(name: str, split: str, root, **kwargs):
     """The reader `name` (a key of DATASETS, or "ade"/"davis") for `split`. COCO's split
-    "train10" is train2017 restricted to the prepared 10% list (§2a)."""
+    "train10" is train2017 restricted to the prepared 10% list, the Leopart/NeCo linear probe's
+    training set (evaluation.md §2a)."""
     name = _ALIASES.get(name, name)
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; one of {sorted(DATASETS)}")

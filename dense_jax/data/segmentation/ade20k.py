@@ -36,7 +36,7 @@ scene_parse150, whose masks are instance maps). Expected layout:
 
 
 class ADE20K(SegmentationSource):
-    """ADE20K SceneParsing-150 (evaluation.md §5).
+    """ADE20K SceneParsing-150, read from ADEChallengeData2016 rather than TFDS (evaluation.md §5).
 
     Default (the references' convention, §1): masks keep 0..150, 151 classes with "other" = 0
     as `ignore_index`. ``reduce_zero_label=True`` (MMSeg): 0 -> 255, c -> c-1, 150 classes.

@@ -54,7 +54,8 @@ def memory_rows(feats, mask, keys, patch: int, num_classes: int, quota: int):
 @functools.partial(jax.jit, static_argnames=("patch", "num_classes", "ignore_index", "temperature"))
 def aggregate(sims, idx, qnorm, mem_counts, gt, valid, patch: int, num_classes: int,
               ignore_index: int, temperature: float):
-    """Soft-label prediction of a query batch and its (C, C) confusion matrix (§1)."""
+    """Soft-label prediction of a query batch and its (C, C) confusion matrix: the neighbours' soft
+    labels weighted by softmax(cos / temperature), upsampled bilinearly, argmax (§1)."""
     b, s, _ = gt.shape
     g = s // patch
     w = jax.nn.softmax(sims / qnorm[:, None] / temperature, axis=-1)

@@ -94,7 +94,8 @@ def network_tables(network: str, n: int) -> tuple[np.ndarray, np.ndarray, np.nda
 
 @functools.lru_cache(maxsize=None)
 def _scan_tables(network: str, n: int) -> tuple[np.ndarray, ...]:
-    """Per-wire ``(partner, is_lower, keeps_alpha, PASS)`` derived from the §4 tables.
+    """Per-wire ``(partner, is_lower, keeps_alpha, PASS)`` derived from the ``(A, B, MIN, PASS)``
+    tables of `network_tables` (neco.md §4).
 
     ``is_lower``: the wire is the comparator's input ``a``; ``keeps_alpha``: the wire's own
     value gets weight ``alpha`` (true exactly when ``is_lower == MIN``).
