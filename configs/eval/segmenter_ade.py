@@ -12,7 +12,10 @@ from configs import common
 from configs.eval import base, segmenter_common
 
 
+VARIANTS = segmenter_common.VARIANTS
+
+
 def get_config(arg=None):
     c = base.make("linear", "ade")
     segmenter_common.recipe(c, iterations=160_000, lr_sweep=(8e-4, 3e-4, 1e-4, 8e-5))
-    return common.apply_variants(c, arg, segmenter_common.VARIANTS)
+    return common.apply_variants(c, arg, VARIANTS)

@@ -5,7 +5,7 @@ import numpy as np
 import optax
 
 from configs.dino_coco import get_config
-from dense_jax import methods
+from dense_jax.models.build import param_groups
 from dense_jax.train import optim
 
 
@@ -22,11 +22,11 @@ def _tx(clip=0.0):
     config = get_config("smoke")
     config.optim.clip_grad = clip
     params = _params()
-    return optim.build(config, methods.param_groups(params)), params
+    return optim.build(config, param_groups(params)), params
 
 
 def test_param_groups():
-    labels = methods.param_groups(_params())
+    labels = param_groups(_params())
     assert labels["backbone"]["blk"]["bias"] == "backbone"
     assert labels["head"]["mlp"]["fc1"]["kernel"] == "head"
     assert labels["head"]["last_layer"]["g"] == "last_layer"

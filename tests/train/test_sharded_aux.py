@@ -19,8 +19,11 @@ def bank_config(shape):
     c = get_config("smoke")
     c.mesh.shape = shape
     c.bank = dict(slots=3, weight=0.5)
-    # No warm-up and a large lr: the parameters move far more than the parity tolerance.
-    c.optim.update(dict(warmup_epochs=0, lr=2e-2, min_lr=2e-2, freeze_last_layer=0))
+    # SGD without warm-up at a large lr: the parameters move far more than the parity
+    # tolerance. (Adam would turn the pure rounding noise of gradients that are zero in exact
+    # arithmetic, e.g. the attention key bias, into ±lr steps that differ between meshes.)
+    c.optim.update(dict(name="sgd", warmup_epochs=0, lr=0.01, min_lr=0.01, freeze_last_layer=0,
+                        scale_lr_by_batch=False, weight_decay=0.0, weight_decay_end=0.0))
     c.train.update(dict(epochs=1, steps_per_epoch=N_STEPS))
     c.ckpt.update(dict(every_steps=2, keep=5, async_save=False))
     return c
@@ -64,9 +67,10 @@ def test_whole_state_equal_on_1_and_8_devices(one_and_eight):
         np.testing.assert_array_equal(a, b)
     moved = max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(one.params),
                                                              jax.tree.leaves(init.params)))
-    diff = max(float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max())
+    # Relative to each value: float32 rounding differs with the reduction order on 8 devices.
+    diff = max(float((np.abs(np.asarray(a, np.float64) - b) / (1.0 + np.abs(b))).max(initial=0.0))
                for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(eight)))
-    print(f"params moved {moved:.2e}; max |1 vs 8 devices| over the whole state {diff:.2e}")
+    print(f"params moved {moved:.2e}; max |1 vs 8 devices| / (1 + |value|) over the whole state {diff:.2e}")
     assert moved > 1e-2
     assert diff < 1e-5
 
