@@ -8,14 +8,10 @@ linear); ``:last4`` CrIBo Table 7.
         --config.weights=cribo_vits16_coco.pth --config.data.root=data/ADEChallengeData2016
     python -m dense_jax.evaluate --config=configs/eval/segmenter_ade.py:demo --workdir=/tmp/seg
 """
-from configs import common
-from configs.eval import base, segmenter_common
-
+from configs.eval import segmenter_common
 
 VARIANTS = segmenter_common.VARIANTS
 
 
 def get_config(arg=None):
-    c = base.make("linear", "ade")
-    segmenter_common.recipe(c, iterations=160_000, lr_sweep=(8e-4, 3e-4, 1e-4, 8e-5))
-    return common.apply_variants(c, arg, VARIANTS)
+    return segmenter_common.make("ade", arg, iterations=160_000, lr_sweep=(8e-4, 3e-4, 1e-4, 8e-5))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ml_collections as mlc
 
+from configs import common
 from configs.eval import base
 
 
@@ -44,3 +45,11 @@ def last4(c: mlc.ConfigDict) -> None:
 
 
 VARIANTS = {"demo": demo, "last4": last4}
+
+
+def make(dataset: str, arg: str | None, iterations: int, lr_sweep: tuple, n_blocks: int = 1,
+         variant: str = "segmenter") -> mlc.ConfigDict:
+    """The linear protocol on `dataset` with the MMSeg-style recipe, then the variants of `arg`."""
+    c = base.make("linear", dataset)
+    recipe(c, iterations, lr_sweep, n_blocks, variant)
+    return common.apply_variants(c, arg, VARIANTS)

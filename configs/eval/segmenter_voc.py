@@ -8,14 +8,10 @@ Targets CrIBo Table 2 (VOC linear); ``:last4`` CrIBo Table 7.
         --config.weights=cribo_vits16_coco.pth --config.data.root=data/VOCdevkit
     python -m dense_jax.evaluate --config=configs/eval/segmenter_voc.py:demo --workdir=/tmp/seg
 """
-from configs import common
-from configs.eval import base, segmenter_common
-
+from configs.eval import segmenter_common
 
 VARIANTS = segmenter_common.VARIANTS
 
 
 def get_config(arg=None):
-    c = base.make("linear", "voc")
-    segmenter_common.recipe(c, iterations=80_000, lr_sweep=(8e-4, 3e-4, 1e-4, 8e-5))
-    return common.apply_variants(c, arg, VARIANTS)
+    return segmenter_common.make("voc", arg, iterations=80_000, lr_sweep=(8e-4, 3e-4, 1e-4, 8e-5))

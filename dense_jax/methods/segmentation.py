@@ -53,7 +53,8 @@ class LinearHead(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         init = _torch_uniform(x.shape[-1])
-        return nn.Dense(self.num_classes, kernel_init=init, bias_init=init, name="classifier")(x)
+        return nn.Dense(self.num_classes, kernel_init=init, bias_init=init, precision=jax.lax.Precision.HIGHEST,
+                        name="classifier")(x)
 
 
 class ConvHead(nn.Module):

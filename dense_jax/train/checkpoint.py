@@ -167,7 +167,8 @@ def restore_or_init(ckpt: Checkpointer, config: mlc.ConfigDict, init: Callable[[
         return state, f"{config.resume} step {step}"
     if backbone is not None:
         target = abstract_state(init, shardings).params["backbone"]
-        placed = jax.device_put(backbone, jax.tree.map(lambda s: s.sharding, target))
+        # A copy: the step donates the state, and the caller's arrays must outlive the run.
+        placed = jax.tree.map(jnp.copy, jax.device_put(backbone, jax.tree.map(lambda s: s.sharding, target)))
         return with_backbone(init(), placed, config), "given backbone"
     if config.init_from:
         return load_pretrained_backbone(init, shardings, config)
