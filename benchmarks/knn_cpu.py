@@ -66,14 +66,34 @@ def main() -> None:
         t_knn = median_time(search, queries, memory, repeats=args.repeats)
         t_mm = median_time(matmul, queries, memory, repeats=args.repeats)
         flop = 2.0 * args.queries * m * args.dim
-        rows.append(dict(queries=args.queries, memory=m, dim=args.dim, k=args.k, knn_s=t_knn,
-                         pairs_per_s=args.queries * m / t_knn, knn_gflops=flop / t_knn / 1e9,
-                         matmul_s=t_mm, matmul_gflops=flop / t_mm / 1e9))
-        print(f"Q={args.queries} M={m} D={args.dim} k={args.k}: knn {t_knn:.3f} s "
-              f"({rows[-1]['pairs_per_s']:.3g} pairs/s, {rows[-1]['knn_gflops']:.1f} GFLOP/s), "
-              f"matmul alone {t_mm:.3f} s ({rows[-1]['matmul_gflops']:.1f} GFLOP/s)", flush=True)
-    info = dict(device=str(jax.devices()[0]), cpu=cpu_name(), cores=os.cpu_count(),
-                load_average=os.getloadavg(), jax=jax.__version__, chunk=args.chunk, rows=rows)
+        rows.append(
+            dict(
+                queries=args.queries,
+                memory=m,
+                dim=args.dim,
+                k=args.k,
+                knn_s=t_knn,
+                pairs_per_s=args.queries * m / t_knn,
+                knn_gflops=flop / t_knn / 1e9,
+                matmul_s=t_mm,
+                matmul_gflops=flop / t_mm / 1e9,
+            )
+        )
+        print(
+            f"Q={args.queries} M={m} D={args.dim} k={args.k}: knn {t_knn:.3f} s "
+            f"({rows[-1]['pairs_per_s']:.3g} pairs/s, {rows[-1]['knn_gflops']:.1f} GFLOP/s), "
+            f"matmul alone {t_mm:.3f} s ({rows[-1]['matmul_gflops']:.1f} GFLOP/s)",
+            flush=True,
+        )
+    info = dict(
+        device=str(jax.devices()[0]),
+        cpu=cpu_name(),
+        cores=os.cpu_count(),
+        load_average=os.getloadavg(),
+        jax=jax.__version__,
+        chunk=args.chunk,
+        rows=rows,
+    )
     print(json.dumps({k: v for k, v in info.items() if k != "rows"}))
     if args.out:
         with open(args.out, "w") as f:

@@ -2,7 +2,8 @@
 
     JAX_PLATFORMS=cpu PYTHONPATH=. python benchmarks/neco_parts.py --variant dinov2_vits14_reg4 --batch 4 \
         --global-size 224 --local-size 98
-    PYTHONPATH=. python benchmarks/neco_parts.py --batch 64 --global-size 518 --local-size 98   # GPU, paper shapes
+    # GPU, paper shapes
+    PYTHONPATH=. python benchmarks/neco_parts.py --batch 64 --global-size 518 --local-size 98
 
 Each part is jitted on its own and timed as the median of `--repeats` calls after one
 warm-up, with `block_until_ready`. Parts share the shapes of one step: 2 global + 4 local
@@ -54,8 +55,14 @@ def main() -> None:
     args = parser.parse_args()
 
     b, dim_out, refs = args.batch, 256, 49
-    model = create(args.variant, dtype=args.dtype, drop_path_rate=0.1, interp_offset=0.1,
-                   interp_antialias=False, remat=args.global_size > 224)
+    model = create(
+        args.variant,
+        dtype=args.dtype,
+        drop_path_rate=0.1,
+        interp_offset=0.1,
+        interp_antialias=False,
+        remat=args.global_size > 224,
+    )
     patch = model.patch_size
     key = jax.random.key(0)
     g = jax.random.normal(key, (2 * b, args.global_size, args.global_size, 3))
@@ -107,8 +114,12 @@ def main() -> None:
 
     r = args.repeats
     results = {
-        "device": jax.devices()[0].device_kind, "variant": args.variant, "batch": b,
-        "global_size": args.global_size, "local_size": args.local_size, "dtype": args.dtype,
+        "device": jax.devices()[0].device_kind,
+        "variant": args.variant,
+        "batch": b,
+        "global_size": args.global_size,
+        "local_size": args.local_size,
+        "dtype": args.dtype,
         "sort_row_chunk": args.sort_row_chunk,
         "teacher_forward_ms": _time(teacher_fwd, params, repeats=r),
         "student_forward_backward_ms": _time(student_fwd_bwd, params, repeats=r),

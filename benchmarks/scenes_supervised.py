@@ -8,6 +8,7 @@ classes in a CPU-minutes budget when it is *told* the labels. An SSL demo cannot
 
     JAX_PLATFORMS=cpu PYTHONPATH=. python benchmarks/scenes_supervised.py --steps 600 --every 100
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,20 +28,32 @@ from dense_jax.eval.features import eval_item
 
 def load(split: str, count: int, size: int, patch: int) -> tuple[np.ndarray, np.ndarray]:
     """Normalised images (N, S, S, 3) and token-grid labels (N, S/P, S/P)."""
-    items = [eval_item(render_scene(i, split, ScenesConfig(image_size=(size, size))), size, size // patch)
-             for i in range(count)]
+    items = [
+        eval_item(render_scene(i, split, ScenesConfig(image_size=(size, size))), size, size // patch)
+        for i in range(count)
+    ]
     return np.stack([i["image"] for i in items]), np.stack([i["mask"] for i in items]).astype(np.int32)
 
 
-def train(steps: int, size: int = 128, n_train: int = 1024, batch: int = 32, lr: float = 1e-3,
-          seed: int = 0, every: int = 0, log: Callable[[int, dict], None] = lambda step, s: None):
+def train(
+    steps: int,
+    size: int = 128,
+    n_train: int = 1024,
+    batch: int = 32,
+    lr: float = 1e-3,
+    seed: int = 0,
+    every: int = 0,
+    log: Callable[[int, dict], None] = lambda step, s: None,
+):
     """(model, backbone params) of vit_demo16 trained with a linear patch classifier;
     ``log(step, scores)`` gets the val scores every ``every`` steps (0 = never)."""
     model, vit = models.load("vit_demo16", None, seed=seed)
     x_train, y_train = load("train", n_train, size, model.patch_size)
     x_val, y_val = load("val", 96, size, model.patch_size) if every else (None, None)
-    params = {"vit": vit, "head": {"w": jnp.zeros((model.embed_dim, NUM_CLASSES)),
-                                   "b": jnp.zeros(NUM_CLASSES)}}
+    params = {
+        "vit": vit,
+        "head": {"w": jnp.zeros((model.embed_dim, NUM_CLASSES)), "b": jnp.zeros(NUM_CLASSES)},
+    }
     tx = optax.adamw(lr, weight_decay=0.05)
     opt_state = tx.init(params)
 
@@ -64,8 +77,11 @@ def train(steps: int, size: int = 128, n_train: int = 1024, batch: int = 32, lr:
         idx = rng.choice(len(x_train), batch, replace=False)
         params, opt_state, loss = step(params, opt_state, x_train[idx], y_train[idx])
         if every and it % every == 0:
-            cm = np.asarray(metrics.confusion_matrix(np.asarray(predict(params, x_val)), y_val,
-                                                     NUM_CLASSES, ignore_index=255))
+            cm = np.asarray(
+                metrics.confusion_matrix(
+                    np.asarray(predict(params, x_val)), y_val, NUM_CLASSES, ignore_index=255
+                )
+            )
             log(it, {"loss": float(loss), **metrics.miou_from_confusion(cm)})
     return model, params["vit"]
 
@@ -82,8 +98,11 @@ def main() -> None:
     start = time.perf_counter()
 
     def log(step: int, s: dict) -> None:
-        print(f"step {step}: loss {s['loss']:.3f}  val token acc {s['pixel_accuracy']:.3f}  "
-              f"mIoU {100 * s['miou']:.1f}  ({time.perf_counter() - start:.0f} s)", flush=True)
+        print(
+            f"step {step}: loss {s['loss']:.3f}  val token acc {s['pixel_accuracy']:.3f}  "
+            f"mIoU {100 * s['miou']:.1f}  ({time.perf_counter() - start:.0f} s)",
+            flush=True,
+        )
 
     train(args.steps, args.size, args.n_train, args.batch, args.lr, every=args.every, log=log)
 

@@ -48,15 +48,21 @@ def main() -> None:
     parser.add_argument("--relaxation", default="cauchy")
     parser.add_argument("--steepness", type=float, default=100.0)
     parser.add_argument("--row-chunks", type=int, nargs="+", default=[0, 49, 98])
-    parser.add_argument("--threads", type=int, default=os.cpu_count(),
-                        help="torch threads; 1 also makes XLA single-threaded, else XLA uses every core")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count(),
+        help="torch threads; 1 also makes XLA single-threaded, else XLA uses every core",
+    )
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     if args.threads == 1:  # before jax is imported
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
-                                   " intra_op_parallelism_threads=1").strip()
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+            " intra_op_parallelism_threads=1"
+        ).strip()
 
     import diffsort
     import jax
@@ -78,18 +84,29 @@ def main() -> None:
             return jnp.sum(w1 * x_sorted) + jnp.sum(w2 * perm)
 
         return jax.jit(jax.value_and_grad(objective)), jax.jit(lambda x: soft_sort(x, **kw))
+
     sorter = diffsort.DiffSortNet(args.network, n, steepness=args.steepness, distribution=args.relaxation)
 
-    results = {"device": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores",
-               "jax": jax.__version__, "torch": torch.__version__, "diffsort": "0.2.0",
-               "threads": args.threads, "n": n, "network": args.network,
-               "relaxation": args.relaxation, "steepness": args.steepness, "repeats": args.repeats,
-               "loadavg_start": os.getloadavg(), "rows": []}
+    results = {
+        "device": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores",
+        "jax": jax.__version__,
+        "torch": torch.__version__,
+        "diffsort": "0.2.0",
+        "threads": args.threads,
+        "n": n,
+        "network": args.network,
+        "relaxation": args.relaxation,
+        "steepness": args.steepness,
+        "repeats": args.repeats,
+        "loadavg_start": os.getloadavg(),
+        "rows": [],
+    }
     for batch in args.batches:
         rows = batch * n
         rng = np.random.default_rng(0)
-        x, w1, w2 = (rng.uniform(-1, 1, shape).astype(np.float32)
-                     for shape in ((rows, n), (rows, n), (rows, n, n)))
+        x, w1, w2 = (
+            rng.uniform(-1, 1, shape).astype(np.float32) for shape in ((rows, n), (rows, n), (rows, n, n))
+        )
         xj, w1j, w2j = map(jnp.asarray, (x, w1, w2))
         xt, w1t, w2t = map(torch.from_numpy, (x, w1, w2))
 

@@ -25,15 +25,20 @@ import jax
 import jax.numpy as jnp
 
 from dense_jax import methods
-from dense_jax.core.config_files import config_from_file
 from dense_jax.core import sharding as shd
+from dense_jax.core.config_files import config_from_file
 from dense_jax.models import build
-from dense_jax.train import optim, state as state_lib
+from dense_jax.train import optim
+from dense_jax.train import state as state_lib
 from dense_jax.train.step import make_step
 
 # Dense peak TFLOP/s (no sparsity) by device kind and compute dtype.
-PEAK_TFLOPS = {("H100", "bfloat16"): 989.4, ("H100", "float32"): 494.7,  # TF32 tensor cores
-               ("H200", "bfloat16"): 989.4, ("H200", "float32"): 494.7}
+PEAK_TFLOPS = {
+    ("H100", "bfloat16"): 989.4,
+    ("H100", "float32"): 494.7,  # TF32 tensor cores
+    ("H200", "bfloat16"): 989.4,
+    ("H200", "float32"): 494.7,
+}
 
 
 def load_config(spec: str, overrides: list[str]):
@@ -72,7 +77,7 @@ def synthetic_batch(config, key):
 def vit_forward_flops(tokens: int, dim: int, depth: int, patch: int) -> float:
     """Matmul FLOPs of one image through the ViT: qkv/proj/MLP (24·T·D²) + attention
     (4·T²·D) per block, plus the patch embedding."""
-    return depth * (24 * tokens * dim ** 2 + 4 * tokens ** 2 * dim) + 2 * tokens * 3 * patch ** 2 * dim
+    return depth * (24 * tokens * dim**2 + 4 * tokens**2 * dim) + 2 * tokens * 3 * patch**2 * dim
 
 
 def model_flops(config, vit) -> float:
@@ -135,17 +140,22 @@ def main() -> None:
     dtype = config.model.dtype
     peak = PEAK_TFLOPS.get((kind, dtype)) if kind else None
     record = {
-        "config": args.config, "overrides": args.set, "device": device.device_kind,
-        "n_devices": jax.device_count(), "batch": config.data.batch_size,
+        "config": args.config,
+        "overrides": args.set,
+        "device": device.device_kind,
+        "n_devices": jax.device_count(),
+        "batch": config.data.batch_size,
         "crops": f"{config.crops.n_global}x{config.crops.global_size} + "
-                 f"{config.crops.n_local}x{config.crops.local_size}",
-        "compile_s": round(compile_s, 1), "step_ms": round(step_s * 1e3, 1),
+        f"{config.crops.n_local}x{config.crops.local_size}",
+        "compile_s": round(compile_s, 1),
+        "step_ms": round(step_s * 1e3, 1),
         "step_ms_min_max": [round(min(times) * 1e3, 1), round(max(times) * 1e3, 1)],
         "img_per_s": round(config.data.batch_size / step_s, 1),
         "model_tflop_per_step": round(flops / 1e12, 2),
         "achieved_tflops": round(flops / step_s / 1e12, 1),
         "mfu": round(flops / step_s / 1e12 / peak / jax.device_count(), 3) if peak else None,
-        "peak_tflops_assumed": peak, "loss": float(metrics["loss"]),
+        "peak_tflops_assumed": peak,
+        "loss": float(metrics["loss"]),
     }
     print(json.dumps(record))
     if args.out:

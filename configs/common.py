@@ -34,52 +34,73 @@ def base() -> mlc.ConfigDict:
     # Mesh ('data', 'model'); -1 takes the remaining devices. fsdp shards "embed" over 'data'.
     c.mesh = mlc.ConfigDict(dict(shape=(-1, 1), fsdp=False))
 
-    c.data = mlc.ConfigDict(dict(
-        source="folder",  # "scenes" | "folder" | "tfds" | "segmentation" (labelled readers)
-        name="coco",  # the download hint of a missing folder; the reader of "segmentation"
-        root="",  # folder datasets: directory holding `folders`
-        folders=("train2017",),  # sub-folders listed recursively (flat or class layout)
-        tfds_name="",  # tfds: builder name, e.g. "imagenet2012"
-        tfds_data_dir="",  # tfds: data_dir ("" = TFDS default)
-        split="train",
-        num_examples=0,  # scenes: dataset size (0 = the split's default)
-        image_size=(224, 224),  # scenes: rendered (H, W)
-        batch_size=256,  # global batch over all hosts
-        workers=0,  # grain worker processes per host (0 = in-process)
-        max_consecutive_bad=32,  # unreadable files skipped in a row before giving up
-        max_bad_fraction=0.01,  # stop when more than this fraction of read images failed
-        masks=False,  # the source also yields each image's segmentation mask ("mask")
-    ))
+    c.data = mlc.ConfigDict(
+        dict(
+            source="folder",  # "scenes" | "folder" | "tfds" | "segmentation" (labelled readers)
+            name="coco",  # the download hint of a missing folder; the reader of "segmentation"
+            root="",  # folder datasets: directory holding `folders`
+            folders=("train2017",),  # sub-folders listed recursively (flat or class layout)
+            tfds_name="",  # tfds: builder name, e.g. "imagenet2012"
+            tfds_data_dir="",  # tfds: data_dir ("" = TFDS default)
+            split="train",
+            num_examples=0,  # scenes: dataset size (0 = the split's default)
+            image_size=(224, 224),  # scenes: rendered (H, W)
+            batch_size=256,  # global batch over all hosts
+            workers=0,  # grain worker processes per host (0 = in-process)
+            max_consecutive_bad=32,  # unreadable files skipped in a row before giving up
+            max_bad_fraction=0.01,  # stop when more than this fraction of read images failed
+            masks=False,  # the source also yields each image's segmentation mask ("mask")
+        )
+    )
 
     # Multi-crop recipe: fields of dense_jax.data.transforms.MultiCropSpec.
-    c.crops = mlc.ConfigDict(dict(n_global=2, global_size=224, global_scale=(0.25, 1.0),
-                                  n_local=0, local_size=96, local_scale=(0.05, 0.4)))
+    c.crops = mlc.ConfigDict(
+        dict(
+            n_global=2,
+            global_size=224,
+            global_scale=(0.25, 1.0),
+            n_local=0,
+            local_size=96,
+            local_scale=(0.05, 0.4),
+        )
+    )
 
     # DINO optimisation (croc.md §7): lr is per 256 images, scaled by batch_size / 256.
-    c.optim = mlc.ConfigDict(dict(
-        lr=5e-4, scale_lr_by_batch=True, min_lr=1e-6, warmup_epochs=10,
-        weight_decay=0.04, weight_decay_end=0.4,
-        clip_grad=3.0,  # per-tensor norm clipping; 0 disables
-        freeze_last_layer=1,  # epochs during which the "last_layer" group is not updated
-        b1=0.9, b2=0.999, eps=1e-8,
-        name="adamw",  # "adamw" (DINO) | "sgd" | "adam" (coupled decay, the linear probes)
-        sgd_momentum=0.9,
-        schedule="cosine",  # "cosine" (DINO, warm-up + min_lr) | "steps" (× gamma per milestone)
-        milestones=(), gamma=0.1,  # "steps": epochs at which the lr is multiplied by gamma
-        power=0.9,  # "poly": (1 - step/total)^power from lr down to min_lr
-        # Learning-rate factor per parameter group (labels from the method's param_groups).
-        lr_scale=mlc.ConfigDict(dict(backbone=1.0, head=1.0, last_layer=1.0)),
-    ))
+    c.optim = mlc.ConfigDict(
+        dict(
+            lr=5e-4,
+            scale_lr_by_batch=True,
+            min_lr=1e-6,
+            warmup_epochs=10,
+            weight_decay=0.04,
+            weight_decay_end=0.4,
+            clip_grad=3.0,  # per-tensor norm clipping; 0 disables
+            freeze_last_layer=1,  # epochs during which the "last_layer" group is not updated
+            b1=0.9,
+            b2=0.999,
+            eps=1e-8,
+            name="adamw",  # "adamw" (DINO) | "sgd" | "adam" (coupled decay, the linear probes)
+            sgd_momentum=0.9,
+            schedule="cosine",  # "cosine" (DINO, warm-up + min_lr) | "steps" (× gamma per milestone)
+            milestones=(),
+            gamma=0.1,  # "steps": epochs at which the lr is multiplied by gamma
+            power=0.9,  # "poly": (1 - step/total)^power from lr down to min_lr
+            # Learning-rate factor per parameter group (labels from the method's param_groups).
+            lr_scale=mlc.ConfigDict(dict(backbone=1.0, head=1.0, last_layer=1.0)),
+        )
+    )
     # EMA teacher (croc.md §3); ema=False: no teacher tree in the state (supervised methods).
     c.teacher = mlc.ConfigDict(dict(ema=True, momentum=0.996, momentum_end=1.0))
 
-    c.train = mlc.ConfigDict(dict(
-        epochs=100,
-        steps_per_epoch=0,  # 0 = len(dataset) // batch_size (DINO's drop_last loader)
-        max_steps=0,  # > 0: stop after this many steps (iteration-based recipes), else epochs
-        log_every=50,
-        record_batch_ids=False,  # write batch_ids.<process>.jsonl (reproducibility audits)
-    ))
+    c.train = mlc.ConfigDict(
+        dict(
+            epochs=100,
+            steps_per_epoch=0,  # 0 = len(dataset) // batch_size (DINO's drop_last loader)
+            max_steps=0,  # > 0: stop after this many steps (iteration-based recipes), else epochs
+            log_every=50,
+            record_batch_ids=False,  # write batch_ids.<process>.jsonl (reproducibility audits)
+        )
+    )
     c.ckpt = mlc.ConfigDict(dict(every_steps=1000, keep=3, async_save=True))
     # Evaluations during training (dense_jax/eval/periodic.py), each at its own cadence:
     # c.evals.<name> = dict(config="configs/eval/<protocol>_<dataset>.py[:variants]", every=N)
@@ -91,30 +112,51 @@ def base() -> mlc.ConfigDict:
 
 def segmentation_section(num_classes: int = 21, ignore_index: int = 255) -> mlc.ConfigDict:
     """``config.segmentation`` of the supervised segmentation method (methods/segmentation.py)."""
-    return mlc.ConfigDict(dict(
-        num_classes=num_classes, ignore_index=ignore_index,
-        features="patch",  # "patch" (last block, normed) | "last_blocks" (n_blocks concatenated)
-        n_blocks=4,
-        head="linear",  # "linear" (1×1 conv) | "conv" (3×3 conv, BatchNorm, ReLU, 1×1 conv)
-        conv_dim=256,
-        feature_dim=0,  # head-only runs on precomputed features (model.variant=""): their width
-        freeze_backbone=True,  # needs optim.lr_scale.backbone = 0
-        label_size=0,  # loss resolution (0 = the crop size)
-        crop_scale=(0.8, 1.0), crop_ratio=(3 / 4, 4 / 3), hflip=0.5,
-        augment=True,  # False: squash to the crop size, no random crop or flip
-    ))
+    return mlc.ConfigDict(
+        dict(
+            num_classes=num_classes,
+            ignore_index=ignore_index,
+            features="patch",  # "patch" (last block, normed) | "last_blocks" (n_blocks concatenated)
+            n_blocks=4,
+            head="linear",  # "linear" (1×1 conv) | "conv" (3×3 conv, BatchNorm, ReLU, 1×1 conv)
+            conv_dim=256,
+            feature_dim=0,  # head-only runs on precomputed features (model.variant=""): their width
+            freeze_backbone=True,  # needs optim.lr_scale.backbone = 0
+            label_size=0,  # loss resolution (0 = the crop size)
+            crop_scale=(0.8, 1.0),
+            crop_ratio=(3 / 4, 4 / 3),
+            hflip=0.5,
+            augment=True,  # False: squash to the crop size, no random crop or flip
+        )
+    )
 
 
 def coco_train2017(c: mlc.ConfigDict, batch_size: int) -> None:
     """Train on the COCO train2017 images in ``data/coco`` (a folder dataset, 8 workers)."""
-    c.data.update(dict(source="folder", name="coco", root="data/coco", folders=("train2017",),
-                       batch_size=batch_size, workers=8))
+    c.data.update(
+        dict(
+            source="folder",
+            name="coco",
+            root="data/coco",
+            folders=("train2017",),
+            batch_size=batch_size,
+            workers=8,
+        )
+    )
 
 
 def demo_scenes(c: mlc.ConfigDict, batch_size: int) -> None:
     """Train on the built-in scenes that every ``:demo`` run shares (2048 images at 128², in-process)."""
-    c.data.update(dict(source="scenes", name="scenes", workers=0, image_size=(128, 128),
-                       num_examples=2048, batch_size=batch_size))
+    c.data.update(
+        dict(
+            source="scenes",
+            name="scenes",
+            workers=0,
+            image_size=(128, 128),
+            num_examples=2048,
+            batch_size=batch_size,
+        )
+    )
 
 
 def apply_variants(c: mlc.ConfigDict, arg: str | None, variants: dict) -> mlc.ConfigDict:
@@ -128,8 +170,10 @@ def apply_variants(c: mlc.ConfigDict, arg: str | None, variants: dict) -> mlc.Co
         if name in ("", "default"):
             continue
         if name not in variants:
-            raise ValueError(f"unknown config variant {name!r} in {arg!r}; known variants: "
-                             f"{', '.join(['default', *variants])} (comma-separated to combine)")
+            raise ValueError(
+                f"unknown config variant {name!r} in {arg!r}; known variants: "
+                f"{', '.join(['default', *variants])} (comma-separated to combine)"
+            )
         variants[name](c)
     return c
 

@@ -67,14 +67,21 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     c.ckpt.every_steps = 2000
 
     # DINO loss and head (croc.md §6 "Global loss", "Head"; cribo.md §6).
-    c.dino = mlc.ConfigDict(dict(
-        out_dim=65536, hidden_dim=2048, bottleneck_dim=256, nlayers=3,
-        norm_last_layer=False,
-        student_temp=0.1,
-        warmup_teacher_temp=0.04, teacher_temp=0.07, warmup_teacher_temp_epochs=30,
-        center_momentum=0.9,
-        centering="center",  # DINO; "sinkhorn_knopp": DINOv2's teacher targets
-    ))
+    c.dino = mlc.ConfigDict(
+        dict(
+            out_dim=65536,
+            hidden_dim=2048,
+            bottleneck_dim=256,
+            nlayers=3,
+            norm_last_layer=False,
+            student_temp=0.1,
+            warmup_teacher_temp=0.04,
+            teacher_temp=0.07,
+            warmup_teacher_temp_epochs=30,
+            center_momentum=0.9,
+            centering="center",  # DINO; "sinkhorn_knopp": DINOv2's teacher targets
+        )
+    )
 
     return common.apply_variants(c, arg, VARIANTS)
 

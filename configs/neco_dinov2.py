@@ -51,23 +51,27 @@ _WEIGHTS = "data/weights/{}_pretrain.pth"
 
 def neco_section() -> mlc.ConfigDict:
     """NeCo loss/head settings of the released code (neco.md §2–§5); paper variants as flags."""
-    return mlc.ConfigDict(dict(
-        hidden_dim=2048, out_dim=256, nlayers=3,
-        roi_size=7,                 # aligned grid side: 49 patches and 49 references per image
-        queue_length=8192,          # per global crop; 0 = references from the batch
-        queue_push_per_image=10,    # tokens pushed per image and global crop (min(10B, Q))
-        network="bitonic",          # or "odd_even"
-        relaxation="cauchy",        # diffsort 0.2.0's default; the paper's text: logistic_phi
-        art_lambda=0.25,            # λ of logistic_phi
-        student_steepness=100.0,
-        teacher_steepness=100.0,
-        log_eps=1e-30,              # clamp inside the log (the code has none; fix)
-        sort_row_chunk=0,           # rows sorted at a time (0 = all); CPU: 98 ≈ 1.8× cheaper loss
-        symmetric=False,            # paper: CE(Pt, Ps) + CE(Ps, Pt)
-        sort_distance=False,        # paper: sort 1 - cos; code: cos
-        refs_from_student=False,    # paper: references from the student's batch tokens
-        independent_teacher_head=True,  # code: teacher head drawn independently at init
-    ))
+    return mlc.ConfigDict(
+        dict(
+            hidden_dim=2048,
+            out_dim=256,
+            nlayers=3,
+            roi_size=7,  # aligned grid side: 49 patches and 49 references per image
+            queue_length=8192,  # per global crop; 0 = references from the batch
+            queue_push_per_image=10,  # tokens pushed per image and global crop (min(10B, Q))
+            network="bitonic",  # or "odd_even"
+            relaxation="cauchy",  # diffsort 0.2.0's default; the paper's text: logistic_phi
+            art_lambda=0.25,  # λ of logistic_phi
+            student_steepness=100.0,
+            teacher_steepness=100.0,
+            log_eps=1e-30,  # clamp inside the log (the code has none; fix)
+            sort_row_chunk=0,  # rows sorted at a time (0 = all); CPU: 98 ≈ 1.8× cheaper loss
+            symmetric=False,  # paper: CE(Pt, Ps) + CE(Ps, Pt)
+            sort_distance=False,  # paper: sort 1 - cos; code: cos
+            refs_from_student=False,  # paper: references from the student's batch tokens
+            independent_teacher_head=True,  # code: teacher head drawn independently at init
+        )
+    )
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
@@ -76,7 +80,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     c.method = "neco"
     c.model.variant = "dinov2_vits14_reg4"
     c.model.drop_path_rate = 0.1
-    c.model.interp_offset = 0.1          # NeCo's resize (neco.md §2), not the hub's antialias
+    c.model.interp_offset = 0.1  # NeCo's resize (neco.md §2), not the hub's antialias
     c.model.interp_antialias = False
     c.init_from = _WEIGHTS.format("dinov2_vits14_reg4")
 
@@ -84,14 +88,28 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
 
     # neco.md §1: Leopart's transforms, NeCo's one multi-crop recipe (pipeline.crop_spec): bilinear,
     # strong jitter, blur p .5, no flip/solarize, overlap > 1% (2% between globals), gc/all boxes.
-    c.crops = mlc.ConfigDict(dict(
-        n_global=2, global_size=518, global_scale=(0.25, 1.0),
-        n_local=4, local_size=98, local_scale=(0.05, 0.25),
-        interpolation="bilinear", flip_p=0.0, jitter=(0.8, 0.8, 0.8, 0.2), jitter_p=0.8,
-        gray_p=0.2, global_blur_p=(0.5, 0.5), local_blur_p=0.5, global_solarize_p=(0.0, 0.0),
-        min_overlap=0.01, pair_boxes=True))
+    c.crops = mlc.ConfigDict(
+        dict(
+            n_global=2,
+            global_size=518,
+            global_scale=(0.25, 1.0),
+            n_local=4,
+            local_size=98,
+            local_scale=(0.05, 0.25),
+            interpolation="bilinear",
+            flip_p=0.0,
+            jitter=(0.8, 0.8, 0.8, 0.2),
+            jitter_p=0.8,
+            gray_p=0.2,
+            global_blur_p=(0.5, 0.5),
+            local_blur_p=0.5,
+            global_solarize_p=(0.0, 0.0),
+            min_overlap=0.01,
+            pair_boxes=True,
+        )
+    )
 
-    c.optim.lr = 1e-5                    # backbone; absolute, not scaled by batch size
+    c.optim.lr = 1e-5  # backbone; absolute, not scaled by batch size
     c.optim.scale_lr_by_batch = False
     # head 1e-4; "unused" = DINOv2's mask_token, which NeCo never steps (methods/neco.py)
     c.optim.lr_scale = mlc.ConfigDict(dict(backbone=1.0, head=10.0, unused=0.0))
@@ -154,8 +172,10 @@ def _demo(c: mlc.ConfigDict) -> None:
     that run's teacher backbone; 96² globals and 48² locals, 4×4 aligned grid (16 refs)."""
     c.model = mlc.ConfigDict(dict(variant="vit_demo16", drop_path_rate=0.1, dtype="float32"))
     c.init_from = "workdirs/dino_demo"
-    c.init_from_hint = ("it is the DINO demo run; train it first: python -m dense_jax.main "
-                        "--config=configs/dino_coco.py:demo --workdir=workdirs/dino_demo")
+    c.init_from_hint = (
+        "it is the DINO demo run; train it first: python -m dense_jax.main "
+        "--config=configs/dino_coco.py:demo --workdir=workdirs/dino_demo"
+    )
     common.demo_scenes(c, batch_size=16)
     c.crops.update(dict(global_size=96, local_size=48, n_local=2))
     c.neco.update(dict(hidden_dim=512, out_dim=128, roi_size=4, queue_length=1024))
@@ -172,5 +192,12 @@ def _smoke(c: mlc.ConfigDict) -> None:
     c.neco.update(dict(hidden_dim=32, out_dim=16, roi_size=3, queue_length=128, queue_push_per_image=4))
 
 
-VARIANTS = {"vitb14": _vitb14, "dinov2": _dinov2, "xr": _xr, "dino_vits16": _dino_vits16,
-            "paper": _paper, "demo": _demo, "smoke": _smoke}
+VARIANTS = {
+    "vitb14": _vitb14,
+    "dinov2": _dinov2,
+    "xr": _xr,
+    "dino_vits16": _dino_vits16,
+    "paper": _paper,
+    "demo": _demo,
+    "smoke": _smoke,
+}

@@ -26,7 +26,8 @@ def convert(src: str, dst: str, variant: str = "auto", select: str | None = None
         variant = weights.infer_variant(state)
         if variant is None:
             raise weights.CheckpointMismatchError(
-                "could not infer the backbone variant; pass --variant (see dense_jax.models.VARIANTS)")
+                "could not infer the backbone variant; pass --variant (see dense_jax.models.VARIANTS)"
+            )
     cfg = variant_config(variant)
     params = weights.official_to_flax(state, cfg)
     weights.save_official(params, cfg, dst)
@@ -34,13 +35,19 @@ def convert(src: str, dst: str, variant: str = "auto", select: str | None = None
 
 
 def run(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dense_jax.convert", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m dense_jax.convert",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--in", dest="src", required=True, help=".pth/.pt/.ckpt, .safetensors or .npz")
     parser.add_argument("--out", dest="dst", required=True, help=".safetensors, .npz or .pth")
     parser.add_argument("--variant", default="auto", help="backbone variant; 'auto' infers it from the keys")
-    parser.add_argument("--select", default=None,
-                        help="backbone to take from a training checkpoint: teacher (default) or student")
+    parser.add_argument(
+        "--select",
+        default=None,
+        help="backbone to take from a training checkpoint: teacher (default) or student",
+    )
     args = parser.parse_args(argv)
     try:
         variant = convert(args.src, args.dst, args.variant, args.select)

@@ -8,6 +8,7 @@ workdir (its latest teacher backbone); empty = random init. The run prints a tab
 ``DIR/results.json`` and PNG panels. The protocols themselves are
 `dense_jax.eval.protocols.run_protocols`, which the trainer's periodic evaluations share.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,6 +28,7 @@ def load_backbone(config):
     weights = os.path.expanduser(config.weights)
     if weights and backbones.is_run(weights):
         from dense_jax.train import checkpoint
+
         return backbones.from_run(weights, config, checkpoint.teacher_backbone)
     return backbones.load(config)
 
@@ -41,12 +43,17 @@ def evaluate(config, workdir: str, log: Callable[[str], None] = print) -> dict:
     start = time.perf_counter()
     backbone_fn, params, description, model_config = load_backbone(config)
     log(f"backbone: {description}")
-    results = run_protocols(backbone_fn, params, config, workdir, log=log, fit=fit,
-                            model_config=model_config)
+    results = run_protocols(backbone_fn, params, config, workdir, log=log, fit=fit, model_config=model_config)
     os.makedirs(workdir, exist_ok=True)
-    report.write_json(os.path.join(workdir, "results.json"), {
-        "backbone": description, "config": config.to_dict(), "results": results,
-        "total_time_s": time.perf_counter() - start})
+    report.write_json(
+        os.path.join(workdir, "results.json"),
+        {
+            "backbone": description,
+            "config": config.to_dict(),
+            "results": results,
+            "total_time_s": time.perf_counter() - start,
+        },
+    )
     log(report.table(results))
     log(f"wrote {os.path.join(workdir, 'results.json')}")
     return results
@@ -63,8 +70,9 @@ def main(config, workdir: str) -> None:
 
 def run() -> None:
     """Console entry point (``dense-jax-evaluate``)."""
-    config = config_flags.DEFINE_config_file("config", None, "Evaluation config file[:variant].",
-                                             lock_config=True)
+    config = config_flags.DEFINE_config_file(
+        "config", None, "Evaluation config file[:variant].", lock_config=True
+    )
     workdir = flags.DEFINE_string("workdir", None, "Directory for results.json and PNGs.")
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(lambda argv: main(config.value, workdir.value))

@@ -34,8 +34,12 @@ def main(argv) -> None:
     try:
         evals = periodic.from_config(config, _WORKDIR.value, fit=loop.fit)
         loop.train(config, methods.get(config.method), _WORKDIR.value, evals=evals)
-    except (UnknownMethodError, FileNotFoundError, loop.NonFiniteLossError,
-            loop.TooManyUnreadableError) as err:  # one clear line, no traceback
+    except (
+        UnknownMethodError,
+        FileNotFoundError,
+        loop.NonFiniteLossError,
+        loop.TooManyUnreadableError,
+    ) as err:  # one clear line, no traceback
         sys.exit(f"error: {err}")
 
 

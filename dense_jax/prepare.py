@@ -84,6 +84,7 @@ def class_presence(source, classes):
 
 def verify(source) -> dict[str, str]:
     """Decode every sample; id -> error for those that fail."""
+
     def check(index):
         try:
             source[index]
@@ -120,20 +121,25 @@ def _fractions(group, reader, classes, seeds, directory, excluded_path, log) -> 
         for d, n, ids in zip(divisors, counts, drawn):
             if n == 0:
                 continue
-            _check(len(set(ids)) == n * len(classes) and set(ids) <= pool,
-                   f"1/{d} seed {seed}: {len(ids)} ids, expected {n * len(classes)} distinct")
+            _check(
+                len(set(ids)) == n * len(classes) and set(ids) <= pool,
+                f"1/{d} seed {seed}: {len(ids)} ids, expected {n * len(classes)} distinct",
+            )
             want = lists.EXPECTED_FRACTION_SIZES[group][d]
-            _check(not complete or len(ids) == want,
-                   f"1/{d} seed {seed}: {len(ids)} ids, evaluation.md §1 says {want}")
+            _check(
+                not complete or len(ids) == want,
+                f"1/{d} seed {seed}: {len(ids)} ids, evaluation.md §1 says {want}",
+            )
             name = lists.fraction_name(reader.split, d, seed)
             lists.write_ids(lists.list_path(directory, group, name), ids)
         for small, large in zip(drawn, drawn[1:]):
             _check(set(small) <= set(large), f"seed {seed}: fractions are not nested")
-    note = (f"Class-balanced fractions of {reader.split} ({len(pool)} images, {len(classes)} "
-            f"foreground classes {classes.start}..{classes.stop - 1}), seeds {list(seeds)}: "
-            + ", ".join(f"1/{d} -> {n} per class = {n * len(classes)} images"
-                        for d, n in zip(divisors, counts))
-            + ("" if all(counts) else " (fractions with 0 per class are not written)"))
+    note = (
+        f"Class-balanced fractions of {reader.split} ({len(pool)} images, {len(classes)} "
+        f"foreground classes {classes.start}..{classes.stop - 1}), seeds {list(seeds)}: "
+        + ", ".join(f"1/{d} -> {n} per class = {n * len(classes)} images" for d, n in zip(divisors, counts))
+        + ("" if all(counts) else " (fractions with 0 per class are not written)")
+    )
     return set(failures), note
 
 
@@ -142,14 +148,25 @@ def _coco_fraction(root, seed, directory) -> str:
     images = sorted(p.stem for p in (Path(root) / "train2017").glob("*.jpg"))
     ids = lists.random_fraction(images, lists.COCO_PERCENT, seed)
     want = lists.EXPECTED_FRACTION_SIZES["coco"][lists.COCO_PERCENT]
-    _check(len(images) != lists.EXPECTED_SIZES["coco"]["train"] or len(ids) == want,
-           f"COCO {lists.COCO_PERCENT}%: {len(ids)} ids, evaluation.md §5 says {want}")
+    _check(
+        len(images) != lists.EXPECTED_SIZES["coco"]["train"] or len(ids) == want,
+        f"COCO {lists.COCO_PERCENT}%: {len(ids)} ids, evaluation.md §5 says {want}",
+    )
     lists.write_ids(lists.list_path(directory, "coco", lists.coco_fraction_name(seed)), ids)
     return f"COCO {lists.COCO_PERCENT}%: {len(ids)} of the {len(images)} train2017 images, seed {seed}"
 
 
-def prepare(group: str, root, *, sbd_root=None, lists_dir=None, seeds=lists.SEEDS,
-            coco_seed: int = lists.COCO_SEED, verify_files: bool = False, log=print) -> Path:
+def prepare(
+    group: str,
+    root,
+    *,
+    sbd_root=None,
+    lists_dir=None,
+    seeds=lists.SEEDS,
+    coco_seed: int = lists.COCO_SEED,
+    verify_files: bool = False,
+    log=print,
+) -> Path:
     """Write the lists of `group` (a key of _PLANS) for the data at `root`; returns their folder."""
     if group not in _PLANS:
         raise ValueError(f"unknown dataset {group!r}; one of {sorted(_PLANS)}")
@@ -166,8 +183,10 @@ def prepare(group: str, root, *, sbd_root=None, lists_dir=None, seeds=lists.SEED
         if failures:
             _merge_excluded(excluded_path, failures)
             readers = {s: _readers(group, root, s, sbd_root, lists_dir) for s in splits}
-        log(f"verify: {len(failures)} unreadable samples"
-            + (f", listed in {excluded_path}" if failures else ""))
+        log(
+            f"verify: {len(failures)} unreadable samples"
+            + (f", listed in {excluded_path}" if failures else "")
+        )
     for split in splits:
         for reader in readers[split]:
             for key, reason in reader.skipped[:5]:
@@ -181,8 +200,7 @@ def prepare(group: str, root, *, sbd_root=None, lists_dir=None, seeds=lists.SEED
         _check(not overlap, f"trainaug and val share {len(overlap)} ids, e.g. {sorted(overlap)[:5]}")
     notes = []
     if pool_split is not None:
-        bad, note = _fractions(group, readers[pool_split][0], classes, seeds, directory,
-                               excluded_path, log)
+        bad, note = _fractions(group, readers[pool_split][0], classes, seeds, directory, excluded_path, log)
         split_ids = {s: tuple(i for i in ids if i not in bad) for s, ids in split_ids.items()}
         notes.append(note)
     if group == "coco":
@@ -192,8 +210,11 @@ def prepare(group: str, root, *, sbd_root=None, lists_dir=None, seeds=lists.SEED
             lists.write_ids(lists.list_path(directory, group, split), split_ids[split])
 
     expected = lists.EXPECTED_SIZES[group]
-    sizes = [f"{s} {len(split_ids[s])}" + (" (complete)" if len(split_ids[s]) == expected[s]
-                                           else f" (official: {expected[s]})") for s in splits]
+    sizes = [
+        f"{s} {len(split_ids[s])}"
+        + (" (complete)" if len(split_ids[s]) == expected[s] else f" (official: {expected[s]})")
+        for s in splits
+    ]
     notes.append(f"Usable samples per split: {', '.join(sizes)}")
     for note in notes:
         log(note)
@@ -204,28 +225,51 @@ def prepare(group: str, root, *, sbd_root=None, lists_dir=None, seeds=lists.SEED
         f"{dense_jax.__version__}) from the data under {Path(root).resolve()}.\n"
         "These are OUR OWN deterministic draws from this copy of the data; the references' random "
         "subsets cannot be reproduced. For parity use hbird's file_sets. Procedure: "
-        "dense_jax/data/lists.py.\n" + "".join(f"{n}.\n" for n in notes))
+        "dense_jax/data/lists.py.\n" + "".join(f"{n}.\n" for n in notes)
+    )
     return directory / group
 
 
 def run(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dense_jax.prepare", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m dense_jax.prepare",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--dataset", required=True, choices=sorted(_PLANS))
-    parser.add_argument("--root", required=True, help="the root the readers take (the dataset folder or its parent)")
-    parser.add_argument("--lists-dir", default=None,
-                        help="where to write the lists (default <dataset folder>/dense_jax_lists)")
-    parser.add_argument("--sbd-root", default=None,
-                        help="VOC: SBD's benchmark_RELEASE/dataset (default: inside VOCdevkit)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(lists.SEEDS),
-                        help="seeds of the class-balanced fractions (default: hbird's five)")
+    parser.add_argument(
+        "--root", required=True, help="the root the readers take (the dataset folder or its parent)"
+    )
+    parser.add_argument(
+        "--lists-dir",
+        default=None,
+        help="where to write the lists (default <dataset folder>/dense_jax_lists)",
+    )
+    parser.add_argument(
+        "--sbd-root", default=None, help="VOC: SBD's benchmark_RELEASE/dataset (default: inside VOCdevkit)"
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=list(lists.SEEDS),
+        help="seeds of the class-balanced fractions (default: hbird's five)",
+    )
     parser.add_argument("--coco-seed", type=int, default=lists.COCO_SEED, help="seed of the COCO 10%% list")
-    parser.add_argument("--verify", action="store_true",
-                        help="decode every file once and exclude the unreadable ones")
+    parser.add_argument(
+        "--verify", action="store_true", help="decode every file once and exclude the unreadable ones"
+    )
     args = parser.parse_args(argv)
     try:
-        out = prepare(args.dataset, args.root, sbd_root=args.sbd_root, lists_dir=args.lists_dir,
-                      seeds=tuple(args.seeds), coco_seed=args.coco_seed, verify_files=args.verify)
+        out = prepare(
+            args.dataset,
+            args.root,
+            sbd_root=args.sbd_root,
+            lists_dir=args.lists_dir,
+            seeds=tuple(args.seeds),
+            coco_seed=args.coco_seed,
+            verify_files=args.verify,
+        )
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

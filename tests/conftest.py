@@ -1,4 +1,5 @@
 """Test setup: 8 forced CPU devices, set before jax is imported (jax-practices §9)."""
+
 import os
 
 os.environ["XLA_FLAGS"] = (

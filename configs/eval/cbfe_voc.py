@@ -12,6 +12,7 @@ Note the protocol uses train GT to pick the threshold and is transductive on val
 
 Variants (configs/eval/base.py): ``demo`` (built-in scenes, tiny backbone, CPU).
 """
+
 from configs import common
 from configs.eval import base
 

@@ -13,6 +13,7 @@ toolkit are written to ``<workdir>/davis/<sequence>/<frame>.png``.
 
 Variants (configs/eval/base.py): ``demo`` (3 synthetic panning videos over scenes, CPU).
 """
+
 from configs import common
 from configs.eval import base
 

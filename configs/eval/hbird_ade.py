@@ -12,6 +12,7 @@ as NeCo Tab. 8 (ADE 1/128, 1/64, 1/8, 1/1): DINO S/16 9.5 / 11.0 / 15.0 / 17.9, 
 
 Variants (configs/eval/base.py): ``demo`` (built-in scenes, tiny backbone, CPU).
 """
+
 from configs.eval import base
 
 VARIANTS = base.VARIANTS

@@ -15,6 +15,7 @@ strict parity with hbird's normalisation add ``--config.input.std="(0.229,0.224,
 
 Variants (configs/eval/base.py): ``demo`` (built-in scenes, tiny backbone, CPU).
 """
+
 from configs.eval import base
 
 VARIANTS = base.VARIANTS

@@ -11,6 +11,7 @@ DINO 4.3, CrOC 3.4, CrIBo 18.3, DINOv2R 12.2, NeCo 17.8; CrOC Tab. 3 uses
 
 Variants (configs/eval/base.py): ``demo`` (built-in scenes, K = 9, tiny backbone, CPU).
 """
+
 from configs.eval import base
 
 VARIANTS = base.VARIANTS

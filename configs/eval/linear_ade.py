@@ -11,6 +11,7 @@ DINO 17.5, CrOC 23.1, CrIBo 22.7, DINOv2R 35.0, NeCo 40.1. (CrOC's ADE number is
 Variants (``path:a,b`` applies a then b; configs/eval/linear_common.py): ``demo``, ``croc``
 (CrOC's probe, 45 epochs), ``croc_demo`` (demo, then CrOC's probe at the demo's 20 epochs).
 """
+
 from configs.eval import base, linear_common
 
 VARIANTS = linear_common.variants(croc_epochs=45)

@@ -9,6 +9,7 @@ Reproduces NeCo Tab. 2 (COCO-Stuff): DINO 45.9, CrOC 51.2, CrIBo 49.1, DINOv2R 5
 Variants (``path:a,b`` applies a then b; configs/eval/linear_common.py): ``demo``, ``croc``
 (CrOC's probe, 10 epochs), ``croc_demo`` (demo, then CrOC's probe at the demo's 20 epochs).
 """
+
 from configs.eval import base, linear_common
 
 VARIANTS = linear_common.variants(croc_epochs=10)

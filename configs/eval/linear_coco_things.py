@@ -11,6 +11,7 @@ DINOv2R 75.3, NeCo 82.3. ``:croc`` (full train2017: add ``--config.data.train_sp
 Variants (``path:a,b`` applies a then b; configs/eval/linear_common.py): ``demo``, ``croc``
 (CrOC's probe, 10 epochs), ``croc_demo`` (demo, then CrOC's probe at the demo's 20 epochs).
 """
+
 from configs.eval import base, linear_common
 
 VARIANTS = linear_common.variants(croc_epochs=10)

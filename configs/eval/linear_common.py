@@ -8,6 +8,7 @@ for the full protocol's epochs):
              no schedule, the dataset's ``croc_epochs``
   croc_demo  demo, then CrOC's probe with the demo's 20 epochs
 """
+
 from __future__ import annotations
 
 import ml_collections as mlc
@@ -18,8 +19,9 @@ from configs.eval import base
 def _croc_probe(c: mlc.ConfigDict) -> None:
     """§2b: last 4 blocks concatenated, labels at the full S×S resolution, Adam 1e-3, no
     schedule; batch size and augmentation unspecified -> §2a's."""
-    c.linear.update(dict(variant="croc", label_size=0, optimizer="adam", lr=1e-3,
-                         weight_decay=0.0, milestones=()))
+    c.linear.update(
+        dict(variant="croc", label_size=0, optimizer="adam", lr=1e-3, weight_decay=0.0, milestones=())
+    )
 
 
 def variants(croc_epochs: int) -> dict:

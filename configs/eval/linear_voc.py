@@ -13,6 +13,7 @@ CrOC (COCO) 54.5, CrOC (IN) 70.6.
 Variants (``path:a,b`` applies a then b; configs/eval/linear_common.py): ``demo``, ``croc``
 (CrOC's probe, 45 epochs), ``croc_demo`` (demo, then CrOC's probe at the demo's 20 epochs).
 """
+
 from configs.eval import base, linear_common
 
 VARIANTS = linear_common.variants(croc_epochs=45)

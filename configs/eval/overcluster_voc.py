@@ -11,6 +11,7 @@ figures' setting). COMUS's overclustering (§3b, 30/50 clusters, IoU-based assig
 
 Variants (configs/eval/base.py): ``demo`` (built-in scenes, K = 27, 45, CPU).
 """
+
 from configs import common
 from configs.eval import base
 

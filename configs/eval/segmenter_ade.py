@@ -8,6 +8,7 @@ linear); ``:last4`` CrIBo Table 7.
         --config.weights=cribo_vits16_coco.pth --config.data.root=data/ADEChallengeData2016
     python -m dense_jax.evaluate --config=configs/eval/segmenter_ade.py:demo --workdir=/tmp/seg
 """
+
 from configs.eval import segmenter_common
 
 VARIANTS = segmenter_common.VARIANTS

@@ -8,6 +8,7 @@ Targets CrIBo Table 2 (VOC linear); ``:last4`` CrIBo Table 7.
         --config.weights=cribo_vits16_coco.pth --config.data.root=data/VOCdevkit
     python -m dense_jax.evaluate --config=configs/eval/segmenter_voc.py:demo --workdir=/tmp/seg
 """
+
 from configs.eval import segmenter_common
 
 VARIANTS = segmenter_common.VARIANTS

@@ -24,6 +24,7 @@ class StepContext:
     epoch as functions of a step array; step: the step being taken (traced int32); rng: this
     step's key (already folded with the step); model_state: the non-parameter collections of
     the student (e.g. ``{"head": {"batch_stats": ...}}``), ``{}`` for models without any."""
+
     config: mlc.ConfigDict
     mesh: Mesh
     schedules: Schedules
@@ -36,6 +37,7 @@ class LossOutput(NamedTuple):
     """The auxiliary output of a method's ``loss``: scalar metrics, the new aux state and,
     for models with non-parameter collections, their new values (None keeps the old ones).
     A plain ``(metrics, new_aux)`` tuple is accepted too."""
+
     metrics: dict
     aux: Any
     model_state: Any = None

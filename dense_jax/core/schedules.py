@@ -16,8 +16,9 @@ import jax.numpy as jnp
 import ml_collections as mlc
 
 
-def cosine(step, base: float, final: float, total_steps: int, warmup_steps: int = 0,
-           start_warmup: float = 0.0) -> jax.Array:
+def cosine(
+    step, base: float, final: float, total_steps: int, warmup_steps: int = 0, start_warmup: float = 0.0
+) -> jax.Array:
     """Value of DINO's `cosine_scheduler(base, final, ...)` array at `step`."""
     step = jnp.minimum(jnp.asarray(step, jnp.float32), total_steps - 1)
     warm = start_warmup + (base - start_warmup) * step / max(warmup_steps - 1, 1)
@@ -52,6 +53,7 @@ class Schedules:
 
     Needs a resolved config (`config.train.steps_per_epoch` > 0, see `loop.resolve_config`).
     """
+
     config: mlc.ConfigDict
 
     @property
@@ -86,8 +88,7 @@ class Schedules:
             return poly(step, self.peak_lr, o.min_lr, self.total_steps, o.power)
         if o.schedule != "cosine":
             raise ValueError(f"unknown optim.schedule {o.schedule!r}; use cosine, steps or poly")
-        return cosine(step, self.peak_lr, o.min_lr, self.total_steps,
-                      o.warmup_epochs * self.steps_per_epoch)
+        return cosine(step, self.peak_lr, o.min_lr, self.total_steps, o.warmup_epochs * self.steps_per_epoch)
 
     def weight_decay(self, step) -> jax.Array:
         o = self.config.optim

@@ -14,7 +14,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 MESH_AXES = ("data", "model")
 
@@ -69,8 +70,9 @@ def like_params(tree: Any, params: Any, param_shardings: Any, default: NamedShar
     (counters, scalars) gets `default`.
     """
     table = {}
-    for (path, leaf), sharding in zip(jax.tree_util.tree_leaves_with_path(params),
-                                      jax.tree_util.tree_leaves(param_shardings)):
+    for (path, leaf), sharding in zip(
+        jax.tree_util.tree_leaves_with_path(params), jax.tree_util.tree_leaves(param_shardings)
+    ):
         table[tuple(path)] = (leaf.shape, sharding)
 
     def pick(path, leaf):

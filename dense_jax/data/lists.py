@@ -107,7 +107,8 @@ def load(directory, group: str, name: str) -> tuple[str, ...]:
         raise FileNotFoundError(
             f"no list {path}: write the lists with `python -m dense_jax.prepare --dataset {group} "
             f"--root <dataset root>` (add --lists-dir {directory} if that is not "
-            "<dataset root>/dense_jax_lists)")
+            "<dataset root>/dense_jax_lists)"
+        )
     return read_ids(path)
 
 
@@ -116,8 +117,9 @@ def per_class_count(num_images: int, divisor: int, num_classes: int) -> int:
     return math.floor(num_images / divisor / num_classes + 0.5)
 
 
-def balanced_fractions(presence: Mapping[str, Iterable[int]], classes: Sequence[int],
-                       counts: Sequence[int], seed: int) -> list[tuple[str, ...]]:
+def balanced_fractions(
+    presence: Mapping[str, Iterable[int]], classes: Sequence[int], counts: Sequence[int], seed: int
+) -> list[tuple[str, ...]]:
     """Nested class-balanced subsets with counts[j] images per class (module docstring).
 
     `counts` must be non-decreasing; returns one sorted id tuple per count, each holding
@@ -144,7 +146,8 @@ def balanced_fractions(presence: Mapping[str, Iterable[int]], classes: Sequence[
                 if cursor[k] == len(queue):
                     raise ValueError(
                         f"class {c} is present in only {len(queue)} images, too few to give it "
-                        f"{count} images of its own")
+                        f"{count} images of its own"
+                    )
                 taken.add(queue[cursor[k]])
                 cursor[k] += 1
         rounds = max(rounds, count)

@@ -14,8 +14,14 @@ import grain
 import numpy as np
 from PIL import Image
 
-from dense_jax.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, crop_resize_flip, eval_transform,
-                                       normalize, sample_crop_box)
+from dense_jax.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    crop_resize_flip,
+    eval_transform,
+    normalize,
+    sample_crop_box,
+)
 from dense_jax.ops.resize import nearest_resize
 
 
@@ -23,6 +29,7 @@ from dense_jax.ops.resize import nearest_resize
 class SegmentationCrops(grain.transforms.RandomMap):
     """{"image": uint8 (H, W, 3), "mask": uint8 (H, W)} → {"image": float32 (S, S, 3),
     "mask": uint8 (L, L)}; other keys pass through except the string ``id``."""
+
     size: int
     label_size: int = 0  # 0: the crop size
     scale: tuple = (0.8, 1.0)
@@ -36,8 +43,15 @@ class SegmentationCrops(grain.transforms.RandomMap):
         if self.augment:
             image = Image.fromarray(np.asarray(element["image"])).convert("RGB")
             box = sample_crop_box(rng, (image.height, image.width), self.scale, self.ratio)
-            image, mask, _ = crop_resize_flip(image, box, self.size, Image.Resampling.BILINEAR, rng,
-                                              self.hflip, Image.fromarray(np.asarray(element["mask"], np.uint8)))
+            image, mask, _ = crop_resize_flip(
+                image,
+                box,
+                self.size,
+                Image.Resampling.BILINEAR,
+                rng,
+                self.hflip,
+                Image.fromarray(np.asarray(element["mask"], np.uint8)),
+            )
             image = normalize(image, self.mean, self.std)
         else:
             image, mask = eval_transform(element["image"], element["mask"], self.size, self.mean, self.std)

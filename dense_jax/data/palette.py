@@ -1,5 +1,6 @@
 """The one colour map of label images: PASCAL VOC's, used by the scenes grid, the eval PNG panels
 and the DAVIS palette PNGs."""
+
 from __future__ import annotations
 
 import numpy as np

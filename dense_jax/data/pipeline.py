@@ -31,8 +31,15 @@ class HostShard(grain.MapDataset):
     that epoch, so the last ``len(source) mod batch`` images of each epoch are dropped.
     """
 
-    def __init__(self, parent: grain.MapDataset, epoch_size: int, steps_per_epoch: int,
-                 global_batch: int, process_index: int, process_count: int):
+    def __init__(
+        self,
+        parent: grain.MapDataset,
+        epoch_size: int,
+        steps_per_epoch: int,
+        global_batch: int,
+        process_index: int,
+        process_count: int,
+    ):
         super().__init__(parent)
         self.epoch_size, self.steps_per_epoch = epoch_size, steps_per_epoch
         self.global_batch = global_batch
@@ -51,8 +58,10 @@ class HostShard(grain.MapDataset):
         return self._parent[self.global_position(index)]
 
     def __str__(self) -> str:
-        return (f"HostShard(rows {self.offset}..{self.offset + self.local_batch} of "
-                f"{self.global_batch}, {self.steps_per_epoch} steps/epoch)")
+        return (
+            f"HostShard(rows {self.offset}..{self.offset + self.local_batch} of "
+            f"{self.global_batch}, {self.steps_per_epoch} steps/epoch)"
+        )
 
 
 def crop_spec(config: mlc.ConfigDict) -> MultiCropSpec:
@@ -69,8 +78,13 @@ def steps_per_epoch(num_examples: int, global_batch: int) -> int:
     return steps
 
 
-def build(config: mlc.ConfigDict, source: Source, process_index: int, process_count: int,
-          transform: grain.transforms.RandomMap | None = None) -> grain.IterDataset:
+def build(
+    config: mlc.ConfigDict,
+    source: Source,
+    process_index: int,
+    process_count: int,
+    transform: grain.transforms.RandomMap | None = None,
+) -> grain.IterDataset:
     """This host's batches for a resolved config; iterate with ``iter(...)``.
 
     `transform`: the per-element random map (a method's own input); default the multi-crop
@@ -79,10 +93,8 @@ def build(config: mlc.ConfigDict, source: Source, process_index: int, process_co
     if batch % process_count:
         raise ValueError(f"data.batch_size={batch} is not divisible by {process_count} hosts")
     transform = transform or MultiCropTransform(crop_spec(config))
-    stream = (grain.MapDataset.source(source).seed(config.seed).shuffle().repeat(None)
-              .random_map(transform))
-    local = HostShard(stream, len(source), config.train.steps_per_epoch, batch,
-                      process_index, process_count)
+    stream = grain.MapDataset.source(source).seed(config.seed).shuffle().repeat(None).random_map(transform)
+    local = HostShard(stream, len(source), config.train.steps_per_epoch, batch, process_index, process_count)
     dataset = local.batch(batch // process_count, drop_remainder=True).to_iter_dataset()
     if config.data.workers > 0:
         dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.data.workers))

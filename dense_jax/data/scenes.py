@@ -128,8 +128,7 @@ def _layout(rng: np.random.Generator, config: ScenesConfig):
         for cu, cv in rng.uniform(0.08, 0.92, size=(25, 2)).tolist():
             # Keep every centre outside the other objects (overlap only partly).
             if all(
-                math.hypot(cu - o.centre[0], cv - o.centre[1]) >= 0.85 * max(reach, *o.radii)
-                for o in objects
+                math.hypot(cu - o.centre[0], cv - o.centre[1]) >= 0.85 * max(reach, *o.radii) for o in objects
             ):
                 break
         else:

@@ -24,12 +24,16 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".
 
 # data.name -> where the data comes from and how the folder should look.
 DOWNLOAD_HINTS = {
-    "coco": ("COCO train2017: download http://images.cocodataset.org/zips/train2017.zip "
-             "(and unlabeled2017.zip for COCO+) and unzip into {root}, giving "
-             "{root}/train2017/*.jpg"),
-    "imagenet": ("ImageNet-1k train: download ILSVRC2012_img_train.tar from "
-                 "https://image-net.org, extract the per-class tars into "
-                 "{root}/train/<wnid>/*.JPEG"),
+    "coco": (
+        "COCO train2017: download http://images.cocodataset.org/zips/train2017.zip "
+        "(and unlabeled2017.zip for COCO+) and unzip into {root}, giving "
+        "{root}/train2017/*.jpg"
+    ),
+    "imagenet": (
+        "ImageNet-1k train: download ILSVRC2012_img_train.tar from "
+        "https://image-net.org, extract the per-class tars into "
+        "{root}/train/<wnid>/*.JPEG"
+    ),
 }
 
 
@@ -62,12 +66,21 @@ class Scenes:
       with object ids thing class + 1 (stuff 0 = background, the ignore band 255 = void).
     """
 
-    def __init__(self, split: str, num_examples: int | None = None, image_size=(224, 224), *,
-                 masks: bool = True, frames: int = 1, shift: int = 4):
+    def __init__(
+        self,
+        split: str,
+        num_examples: int | None = None,
+        image_size=(224, 224),
+        *,
+        masks: bool = True,
+        frames: int = 1,
+        shift: int = 4,
+    ):
         h, w = (int(v) for v in image_size)
         self.width, self.masks, self.frames, self.shift = w, masks, frames, shift
-        self.scenes = ScenesSource(split, num_examples,
-                                   ScenesConfig(image_size=(h, w + shift * (frames - 1))))
+        self.scenes = ScenesSource(
+            split, num_examples, ScenesConfig(image_size=(h, w + shift * (frames - 1)))
+        )
 
     def __len__(self) -> int:
         return len(self.scenes)
@@ -81,8 +94,12 @@ class Scenes:
         ids = np.where(np.isin(mask, THING_CLASSES), mask + 1, 0)
         ids = np.where(mask == IGNORE_INDEX, 255, ids).astype(np.uint8)
         cols = [slice(t * self.shift, t * self.shift + self.width) for t in range(self.frames)]
-        return {"image": np.stack([image[:, c] for c in cols]), "mask": np.stack([ids[:, c] for c in cols]),
-                "index": scene["index"], "id": f"scene_video_{index}"}
+        return {
+            "image": np.stack([image[:, c] for c in cols]),
+            "mask": np.stack([ids[:, c] for c in cols]),
+            "index": scene["index"],
+            "id": f"scene_video_{index}",
+        }
 
 
 class Subset:
@@ -113,8 +130,12 @@ class ImageFolder:
             directory = os.path.join(os.path.expanduser(root), folder)
             if not os.path.isdir(directory):
                 raise DatasetNotFoundError(f"dataset folder {directory!r} not found. {hint}")
-            found = [os.path.join(d, f) for d, _, files in os.walk(directory) for f in files
-                     if f.lower().endswith(IMAGE_EXTENSIONS)]
+            found = [
+                os.path.join(d, f)
+                for d, _, files in os.walk(directory)
+                for f in files
+                if f.lower().endswith(IMAGE_EXTENSIONS)
+            ]
             if not found:
                 raise DatasetNotFoundError(f"no image files under {directory!r}. {hint}")
             self.paths.extend(sorted(found))
@@ -140,7 +161,8 @@ class TfdsImages:
             raise DatasetNotFoundError(
                 f"TFDS dataset {name!r} (split {split!r}) is not prepared in {where}: build it "
                 f"once with `tfds build {name} --data_dir=DIR --file_format=array_record` "
-                f"(needs tensorflow), then set --config.data.tfds_data_dir=DIR ({err})") from err
+                f"(needs tensorflow), then set --config.data.tfds_data_dir=DIR ({err})"
+            ) from err
 
     def __len__(self) -> int:
         return len(self.source)
@@ -173,8 +195,10 @@ class SkipUnreadable:
                 errors.append(f"{(index + offset) % len(self.source)}: {err}")
                 continue
             return {"index": (index + offset) % len(self.source), **element, "skipped": offset}
-        raise RuntimeError(f"{len(errors)} unreadable images in a row from {type(self.source).__name__} "
-                           f"(data.max_consecutive_bad={self.max_consecutive}); first: {errors[0]}")
+        raise RuntimeError(
+            f"{len(errors)} unreadable images in a row from {type(self.source).__name__} "
+            f"(data.max_consecutive_bad={self.max_consecutive}); first: {errors[0]}"
+        )
 
 
 def training_source(data: mlc.ConfigDict) -> SkipUnreadable:
@@ -185,6 +209,7 @@ def training_source(data: mlc.ConfigDict) -> SkipUnreadable:
         source = Scenes(data.split, data.num_examples or None, data.image_size, masks=data.masks)
     elif data.source == "segmentation":  # a labelled dataset reader (dense_jax.data.segmentation)
         from dense_jax.data import segmentation  # lazy: file readers of the real datasets
+
         source = segmentation.open_source(data.name, data.split, data.root)
     elif data.source == "folder":
         template = DOWNLOAD_HINTS.get(data.name, "Set --config.data.root to the dataset directory.")

@@ -6,6 +6,7 @@ PIL/NumPy, run on the host inside grain (jax-practices §6). Every view records 
 `intersection_boxes` gives NeCo's `gc`/`all` ROI boxes (neco.md §1). All randomness comes
 from the `np.random.Generator` that grain hands to `random_map`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,8 +52,9 @@ def sample_crop_box(rng: np.random.Generator, image_hw, scale, ratio=(3 / 4, 4 /
     return left, top, left + w, top + h
 
 
-def crop_resize_flip(img: Image.Image, box, size: int, resample, rng=None, flip_p: float = 0.0,
-                     mask: Image.Image | None = None):
+def crop_resize_flip(
+    img: Image.Image, box, size: int, resample, rng=None, flip_p: float = 0.0, mask: Image.Image | None = None
+):
     """The geometric step of every augmented view (multi-crop, linear-probe and Hummingbird
     memory items): crop `img` and `mask` to `box` (x1, y1, x2, y2), resize to size² (`img` with
     `resample`, `mask` nearest), flip both when ``rng.random() < flip_p`` (no draw when `rng` is
@@ -93,8 +95,8 @@ def patch_centers(box, flip, grid):
     h = (box[..., 3] - box[..., 1])[..., None]
     cols = np.arange(gw, dtype=np.float64)
     cols = np.where(flip[..., None], gw - 1 - cols, cols)
-    xs = box[..., 0:1] + (cols + 0.5) * w / gw - 0.5                     # (..., gw)
-    ys = box[..., 1:2] + (np.arange(gh) + 0.5) * h / gh - 0.5            # (..., gh)
+    xs = box[..., 0:1] + (cols + 0.5) * w / gw - 0.5  # (..., gw)
+    ys = box[..., 1:2] + (np.arange(gh) + 0.5) * h / gh - 0.5  # (..., gh)
     xx = np.broadcast_to(xs[..., None, :], xs.shape[:-1] + (gh, gw))
     yy = np.broadcast_to(ys[..., :, None], ys.shape[:-1] + (gh, gw))
     return np.stack([xx, yy], axis=-1).reshape(xs.shape[:-1] + (gh * gw, 2)).astype(np.float32)
@@ -112,9 +114,9 @@ def intersection_boxes(boxes_a, sizes_a, boxes_b, sizes_b):
     """
     a = np.asarray(boxes_a, np.float64)
     b = np.asarray(boxes_b, np.float64)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])                      # (A, B, 2)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])  # (A, B, 2)
     rb = np.maximum(np.minimum(a[:, None, 2:], b[None, :, 2:]), lt)
-    inter = np.concatenate([lt, rb], axis=-1)                             # (A, B, 4)
+    inter = np.concatenate([lt, rb], axis=-1)  # (A, B, 4)
 
     def to_frame(boxes, sizes, region):
         sizes = np.broadcast_to(np.asarray(sizes, np.float64), boxes.shape[:1])
@@ -142,6 +144,7 @@ class MultiCropSpec:
     patch_size: when set, emit `<kind>_pos` patch centres on a (size // patch_size)² grid.
     pair_boxes: emit NeCo's `gc` (n_g, n, 4) and `all` (n, n_g, 4) records (needs no flip).
     """
+
     n_global: int = 2
     global_size: int = 224
     global_scale: tuple = (0.25, 1.0)
@@ -171,8 +174,7 @@ class MultiCropSpec:
         if self.interpolation not in _RESAMPLE:
             raise ValueError(f"interpolation must be one of {sorted(_RESAMPLE)}")
         if self.pair_boxes and self.flip_p > 0:
-            raise ValueError("pair_boxes records assume unflipped views (neco.md §1): "
-                             "set flip_p=0")
+            raise ValueError("pair_boxes records assume unflipped views (neco.md §1): set flip_p=0")
 
 
 def _adjust_hue(img: Image.Image, factor: float) -> Image.Image:
@@ -186,9 +188,11 @@ def _color_jitter(img: Image.Image, rng: np.random.Generator, jitter) -> Image.I
     """torchvision ColorJitter on PIL: factors drawn first, ops applied in a random order."""
     brightness, contrast, saturation, hue = jitter
     ops = []
-    for strength, enhancer in ((brightness, ImageEnhance.Brightness),
-                               (contrast, ImageEnhance.Contrast),
-                               (saturation, ImageEnhance.Color)):
+    for strength, enhancer in (
+        (brightness, ImageEnhance.Brightness),
+        (contrast, ImageEnhance.Contrast),
+        (saturation, ImageEnhance.Color),
+    ):
         if strength > 0:
             f = rng.uniform(max(0.0, 1.0 - strength), 1.0 + strength)
             ops.append(lambda im, f=f, e=enhancer: e(im).enhance(f))
@@ -228,7 +232,7 @@ class MultiCropTransform(grain.transforms.RandomMap):
 
     def _crop_box(self, index, image_hw, scale, boxes, rng):
         sp = self.spec
-        prior = boxes[:min(index, sp.n_global)]
+        prior = boxes[: min(index, sp.n_global)]
         if sp.min_overlap is None or not prior:
             return sample_crop_box(rng, image_hw, scale, sp.ratio)
         threshold = int(image_hw[0] * image_hw[1] * sp.min_overlap)
@@ -249,17 +253,21 @@ class MultiCropTransform(grain.transforms.RandomMap):
         image = np.asarray(element["image"])
         img = Image.fromarray(image).convert("RGB")
         image_hw = image.shape[:2]
-        kinds = ([("global", i) for i in range(sp.n_global)]
-                 + [("local", i) for i in range(sp.n_local)])
+        kinds = [("global", i) for i in range(sp.n_global)] + [("local", i) for i in range(sp.n_local)]
         boxes, views, flips = [], [], []
         for index, (kind, i) in enumerate(kinds):
             is_global = kind == "global"
-            box = self._crop_box(index, image_hw,
-                                 sp.global_scale if is_global else sp.local_scale, boxes, rng)
+            box = self._crop_box(
+                index, image_hw, sp.global_scale if is_global else sp.local_scale, boxes, rng
+            )
             view, flip = self._view(
-                img, box, sp.global_size if is_global else sp.local_size,
+                img,
+                box,
+                sp.global_size if is_global else sp.local_size,
                 sp.global_blur_p[i] if is_global else sp.local_blur_p,
-                sp.global_solarize_p[i] if is_global else 0.0, rng)
+                sp.global_solarize_p[i] if is_global else 0.0,
+                rng,
+            )
             boxes.append(box)
             views.append(view)
             flips.append(flip)
@@ -268,8 +276,10 @@ class MultiCropTransform(grain.transforms.RandomMap):
         out["image_hw"] = np.asarray(image_hw, np.int32)
         box_arr = np.asarray(boxes, np.float32)
         flip_arr = np.asarray(flips, bool)
-        for kind, sl, size in (("global", slice(0, sp.n_global), sp.global_size),
-                               ("local", slice(sp.n_global, None), sp.local_size)):
+        for kind, sl, size in (
+            ("global", slice(0, sp.n_global), sp.global_size),
+            ("local", slice(sp.n_global, None), sp.local_size),
+        ):
             if not views[sl]:
                 continue
             out[kind] = np.stack(views[sl])
@@ -280,7 +290,8 @@ class MultiCropTransform(grain.transforms.RandomMap):
         if sp.pair_boxes:
             sizes = [sp.global_size] * sp.n_global + [sp.local_size] * sp.n_local
             out["gc"], out["all"] = intersection_boxes(
-                box_arr[:sp.n_global], sizes[:sp.n_global], box_arr, sizes)
+                box_arr[: sp.n_global], sizes[: sp.n_global], box_arr, sizes
+            )
         return out
 
 
@@ -294,6 +305,6 @@ def eval_transform(image, mask=None, size=448, mean=IMAGENET_MEAN, std=IMAGENET_
     if mask is None:
         return arr, None
     mask = np.asarray(mask)
-    as_pil = mask if mask.dtype == np.uint8 else mask.astype(np.int32)   # PIL "L" or "I"
+    as_pil = mask if mask.dtype == np.uint8 else mask.astype(np.int32)  # PIL "L" or "I"
     resized = Image.fromarray(as_pil).resize((w, h), Image.Resampling.NEAREST)
     return arr, np.asarray(resized).astype(mask.dtype)

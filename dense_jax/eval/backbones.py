@@ -10,6 +10,7 @@
   architecture read from the checkpoint's own config. Only the ``teacher/backbone`` subtree is
   read (orbax partial restore), never the optimizer state.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,15 +29,18 @@ BackboneFn = Callable[[Any, jax.Array], dict]
 
 def is_run(path: str) -> bool:
     """A dense_jax training workdir (``ckpt/<step>``) or an orbax checkpoint folder itself."""
-    return any(os.path.isdir(c) and any(d.isdigit() for d in os.listdir(c))
-               for c in (os.path.join(path, "ckpt"), path))
+    return any(
+        os.path.isdir(c) and any(d.isdigit() for d in os.listdir(c))
+        for c in (os.path.join(path, "ckpt"), path)
+    )
 
 
 def _abstract_backbone(model) -> dict:
     """Shapes and dtypes of ``model``'s params, on the first device (the restore target)."""
     size = model.patch_size * 2
-    shapes = nn.unbox(jax.eval_shape(
-        lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3))))["params"])
+    shapes = nn.unbox(
+        jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3))))["params"]
+    )
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes)
 
@@ -69,8 +73,9 @@ def load(config: mlc.ConfigDict) -> tuple[BackboneFn, Any, str, dict]:
     eval_overrides = dict(dtype=config.model.dtype, n_last_blocks=config.model.n_last_blocks)
     weights = os.path.expanduser(config.weights)
     if weights:
-        model, params = models.load(config.model.variant, weights, select=config.weights_select or None,
-                                    **eval_overrides)
+        model, params = models.load(
+            config.model.variant, weights, select=config.weights_select or None, **eval_overrides
+        )
         description = f"{weights} ({config.model.variant})"
     else:
         model, params = models.load(config.model.variant, None, seed=config.seed, **eval_overrides)

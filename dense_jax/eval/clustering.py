@@ -14,6 +14,7 @@ all C, averaged over the seeds. The protocol is transductive (val only), as the 
 ``kmeans.resolution="pixels"`` is the CrOC variant (§3a): the PCA features are upsampled
 bilinearly to 100×100 per image before K-means (scaler and PCA fitted on the tokens).
 """
+
 from __future__ import annotations
 
 import jax
@@ -68,7 +69,7 @@ def assign(x: np.ndarray, centroids, spherical: bool = False) -> np.ndarray:
         c = jnp.concatenate([c, -0.5 * jnp.sum(c * c, -1, keepdims=True)], axis=1)
     out = []
     for start in range(0, len(x), _ASSIGN_BLOCK):
-        q = np.asarray(x[start:start + _ASSIGN_BLOCK], np.float32)
+        q = np.asarray(x[start : start + _ASSIGN_BLOCK], np.float32)
         if not spherical:
             q = np.concatenate([q, np.ones((len(q), 1), np.float32)], axis=1)
         out.append(np.asarray(jax.device_get(knn(q, c, 1, metric="dot")[1][:, 0])))
@@ -82,8 +83,9 @@ def cluster(x: np.ndarray, k: int, seed: int, cfg, spherical: bool = False) -> n
     limit = cfg.max_points_per_centroid * k
     if limit and len(x) > limit:
         train = x[np.random.default_rng(seed).choice(len(x), limit, replace=False)]
-    result = kmeans(train, k, n_iter=cfg.n_iter, n_init=cfg.n_init, init=cfg.init, seed=seed,
-                    spherical=spherical)
+    result = kmeans(
+        train, k, n_iter=cfg.n_iter, n_init=cfg.n_init, init=cfg.init, seed=seed, spherical=spherical
+    )
     return assign(x, result.centroids, spherical)
 
 
@@ -103,8 +105,12 @@ def run(ctx: F.EvalContext) -> dict:
     labels, n, size = val["labels"], len(val["labels"]), cfg.label_size
     z = reduce(val["patch"], cfg.pca_dim, cfg.pca_rows_per_dim, ctx.config.seed)
     if cfg.resolution == "pixels":
-        z = np.concatenate([np.asarray(jax.device_get(bilinear_upsample(jnp.asarray(z[i:i + 16]), size)))
-                            for i in range(0, n, 16)])
+        z = np.concatenate(
+            [
+                np.asarray(jax.device_get(bilinear_upsample(jnp.asarray(z[i : i + 16]), size)))
+                for i in range(0, n, 16)
+            ]
+        )
     grid = z.shape[1:3]
     z = z.reshape(-1, z.shape[-1])
 
@@ -120,15 +126,27 @@ def run(ctx: F.EvalContext) -> dict:
             mapping = mapping_for(acc.cm, cfg.many_to_one)
             scores.append(metrics.miou_from_confusion(acc.cm, mapping)["miou"])
             if seed == 0:
-                shown[k] = metrics.remap(ids[:ctx.config.output.n_show], mapping)
-        per_k[str(k)] = {"miou_per_seed": scores, "miou_mean": float(np.mean(scores)),
-                         "miou_std": float(np.std(scores)),
-                         "matching": "hungarian" if k == data.num_classes else f"many-to-one ({cfg.many_to_one})"}
+                shown[k] = metrics.remap(ids[: ctx.config.output.n_show], mapping)
+        per_k[str(k)] = {
+            "miou_per_seed": scores,
+            "miou_mean": float(np.mean(scores)),
+            "miou_std": float(np.std(scores)),
+            "matching": "hungarian" if k == data.num_classes else f"many-to-one ({cfg.many_to_one})",
+        }
         summary[f"k{k}"] = float(np.mean(scores))
     if ctx.workdir and ctx.config.output.n_show:
-        rows = [[img, gt] + [shown[k][i] for k in cfg.ks]
-                for i, (img, gt) in enumerate(zip(val["show"], labels))]
-        report.save_panels(ctx.path("kmeans_clusters.png"), rows,
-                           titles=("image", "ground truth") + tuple(f"K={k}" for k in cfg.ks))
-    return {"summary": summary, "per_k": per_k, "n_val": n, "pca_dim": int(z.shape[-1]),
-            "resolution": cfg.resolution}
+        rows = [
+            [img, gt] + [shown[k][i] for k in cfg.ks] for i, (img, gt) in enumerate(zip(val["show"], labels))
+        ]
+        report.save_panels(
+            ctx.path("kmeans_clusters.png"),
+            rows,
+            titles=("image", "ground truth") + tuple(f"K={k}" for k in cfg.ks),
+        )
+    return {
+        "summary": summary,
+        "per_k": per_k,
+        "n_val": n,
+        "pca_dim": int(z.shape[-1]),
+        "resolution": cfg.resolution,
+    }

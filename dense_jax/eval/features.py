@@ -11,6 +11,7 @@ and marks the padding in ``valid`` (jax-practices §5). :func:`extract` runs the
 tokens, concatenated last blocks, head-averaged CLS attention) and the labels at the protocol's
 resolution, and optionally caches everything in one ``.npz`` (only for un-augmented passes).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,14 +24,15 @@ import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from dense_jax.core.sharding import to_host
-from dense_jax.models.features import select
-from dense_jax.ops.resize import nearest_resize
 from dense_jax.data.sources import Scenes, Subset
 from dense_jax.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from dense_jax.eval.report import to_uint8
+from dense_jax.models.features import select
+from dense_jax.ops.resize import nearest_resize
 
 BackboneFn = Callable[[Any, jax.Array], Mapping[str, jax.Array]]
 
@@ -44,6 +46,7 @@ def open_source(data, split: str, limit: int = 0):
     if data.name == "scenes":
         return Scenes(split, limit or None, data.image_size)
     from dense_jax.data import segmentation  # lazy: file readers of the real datasets
+
     source = segmentation.open_source(data.name, split, data.root)
     return Subset(source, range(min(limit, len(source)))) if limit else source
 
@@ -60,8 +63,15 @@ def pad_batch(batch: dict, size: int) -> dict:
     return out
 
 
-def batches(source, transform: Callable, batch_size: int, *, seed: int | None = None,
-            shuffle: bool = False, workers: int = 0) -> Iterator[dict]:
+def batches(
+    source,
+    transform: Callable,
+    batch_size: int,
+    *,
+    seed: int | None = None,
+    shuffle: bool = False,
+    workers: int = 0,
+) -> Iterator[dict]:
     """Host batches of ``transform(item)`` (or ``transform(item, rng)`` when ``seed`` is given,
     a grain ``random_map``: the draw depends only on (seed, index)). Every batch has
     ``batch_size`` rows; ``valid`` (bool) marks the real ones (the last batch is zero-padded)."""
@@ -80,8 +90,7 @@ def _mark_valid(item: dict) -> dict:
     return {**item, "valid": np.bool_(True)}
 
 
-def eval_item(item: dict, size: int, label_size: int | None, mean=IMAGENET_MEAN,
-              std=IMAGENET_STD) -> dict:
+def eval_item(item: dict, size: int, label_size: int | None, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> dict:
     """§0 preprocessing of one item: image squashed to size², normalised; mask nearest to
     size² (PIL), then torch-nearest to ``label_size``² when given."""
     image, mask = eval_transform(item["image"], item["mask"], size, mean, std)
@@ -104,8 +113,14 @@ class Extractor:
     """Jitted frozen backbone: images (B, S, S, 3) -> {kind: array}, batch over ``'data'``,
     params where they are (see `on_mesh`)."""
 
-    def __init__(self, backbone_fn: BackboneFn, params, mesh: Mesh, kinds: Sequence[str] = ("patch",),
-                 n_blocks: int = 4):
+    def __init__(
+        self,
+        backbone_fn: BackboneFn,
+        params,
+        mesh: Mesh,
+        kinds: Sequence[str] = ("patch",),
+        n_blocks: int = 4,
+    ):
         self.backbone_fn, self.mesh, self.kinds = backbone_fn, mesh, tuple(kinds)
         self.n_blocks = n_blocks
         self.batch_sharding = NamedSharding(mesh, P("data"))
@@ -133,8 +148,9 @@ class Extractor:
 
     def patch_size(self, size: int) -> int:
         """Patch size P read off the backbone's output grid for an S×S input (S = P·g)."""
-        shape = jax.eval_shape(self.backbone_fn, self.params,
-                               jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))["patch"].shape
+        shape = jax.eval_shape(
+            self.backbone_fn, self.params, jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+        )["patch"].shape
         return size // shape[1]
 
 
@@ -146,9 +162,19 @@ def fingerprint(params) -> str:
     return digest.hexdigest()[:12]
 
 
-def extract(extractor: Extractor, source, *, size: int, label_size: int | None, batch_size: int,
-            mean=IMAGENET_MEAN, std=IMAGENET_STD, workers: int = 0, n_show: int = 0,
-            cache: str = "") -> dict[str, np.ndarray]:
+def extract(
+    extractor: Extractor,
+    source,
+    *,
+    size: int,
+    label_size: int | None,
+    batch_size: int,
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    workers: int = 0,
+    n_show: int = 0,
+    cache: str = "",
+) -> dict[str, np.ndarray]:
     """Features of every item of ``source`` (no augmentation), on the host.
 
     Returns ``{kind: (N, h, w[, D]) float32 for each extractor kind, "labels": (N, L, L) uint8
@@ -170,7 +196,7 @@ def extract(extractor: Extractor, source, *, size: int, label_size: int | None, 
         chunks["ids"].append(batch["id"][:n])
         shown = sum(len(c) for c in chunks["show"])
         if shown < n_show:
-            chunks["show"].append(to_uint8(batch["image"][:min(n, n_show - shown)], mean, std))
+            chunks["show"].append(to_uint8(batch["image"][: min(n, n_show - shown)], mean, std))
     result = {k: np.concatenate(v) if v else np.zeros((0,), np.uint8) for k, v in chunks.items()}
     if cache:
         os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
@@ -210,8 +236,16 @@ class EvalContext:
     def source(self, split: str, limit: int = 0):
         return open_source(self.config.data, split, limit)
 
-    def dense(self, split: str, *, size: int, label_size: int | None, limit: int = 0,
-              kinds: Sequence[str] = ("patch",), n_blocks: int = 4) -> dict[str, np.ndarray]:
+    def dense(
+        self,
+        split: str,
+        *,
+        size: int,
+        label_size: int | None,
+        limit: int = 0,
+        kinds: Sequence[str] = ("patch",),
+        n_blocks: int = 4,
+    ) -> dict[str, np.ndarray]:
         """:func:`extract` of a whole split, memoised for this run and cached on disk under
         ``config.cache_dir`` (keyed by dataset, split, sizes, kinds and a hash of the params)."""
         key = (split, size, label_size, limit, tuple(kinds), n_blocks)
@@ -220,14 +254,23 @@ class EvalContext:
             if self.config.cache_dir:
                 if not self._fingerprint:
                     self._fingerprint = fingerprint(self.params)
-                name = (f"{self.config.data.name}_{split}_{limit or 'all'}_{size}_{label_size}_"
-                        f"{'-'.join(kinds)}{n_blocks}_{self._fingerprint}.npz")
+                name = (
+                    f"{self.config.data.name}_{split}_{limit or 'all'}_{size}_{label_size}_"
+                    f"{'-'.join(kinds)}{n_blocks}_{self._fingerprint}.npz"
+                )
                 cache = os.path.join(self.config.cache_dir, name)
             self._dense[key] = extract(
-                self.extractor(kinds, n_blocks), self.source(split, limit), size=size,
-                label_size=label_size, batch_size=self.config.input.batch_size,
-                mean=self.config.input.mean, std=self.config.input.std,
-                workers=self.config.input.workers, n_show=self.config.output.n_show, cache=cache)
+                self.extractor(kinds, n_blocks),
+                self.source(split, limit),
+                size=size,
+                label_size=label_size,
+                batch_size=self.config.input.batch_size,
+                mean=self.config.input.mean,
+                std=self.config.input.std,
+                workers=self.config.input.workers,
+                n_show=self.config.output.n_show,
+                cache=cache,
+            )
         return self._dense[key]
 
     def path(self, *parts: str) -> str | None:

@@ -19,6 +19,7 @@ graph + Infomap) is **not** implemented.
    classes (20 on VOC; seeds 0..4); background pixels get label K; Hungarian (K+1) vs C on val
    (GT 255 dropped), averaged over the seeds.
 """
+
 from __future__ import annotations
 
 import jax
@@ -26,9 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import ndimage
 
-from dense_jax.eval import clustering
+from dense_jax.eval import clustering, metrics, report
 from dense_jax.eval import features as F
-from dense_jax.eval import metrics, report
 from dense_jax.ops.kmeans import kmeans
 from dense_jax.ops.resize import nearest_indices, nearest_resize
 
@@ -47,8 +47,8 @@ def blur(maps: jax.Array, size: int, sigma: float) -> jax.Array:
     r = size // 2
     x = jnp.pad(maps, ((0, 0), (r, r), (r, r)), mode="reflect")
     h, w = maps.shape[1:]
-    x = sum(k[i] * x[:, i:i + h, :] for i in range(size))
-    return sum(k[i] * x[:, :, i:i + w] for i in range(size))
+    x = sum(k[i] * x[:, i : i + h, :] for i in range(size))
+    return sum(k[i] * x[:, :, i : i + w] for i in range(size))
 
 
 def keep_mass(maps: jax.Array, tau: float) -> jax.Array:
@@ -88,8 +88,9 @@ def cluster_precision(ids: np.ndarray, fg: np.ndarray, k: int) -> np.ndarray:
     flat = ids.reshape(n, -1).astype(np.int64)
     offset = np.arange(n)[:, None] * k
     size = np.bincount((flat + offset).ravel(), minlength=n * k).reshape(n, k)
-    hit = np.bincount((flat + offset).ravel(), weights=fg.reshape(n, -1).ravel().astype(np.float64),
-                      minlength=n * k).reshape(n, k)
+    hit = np.bincount(
+        (flat + offset).ravel(), weights=fg.reshape(n, -1).ravel().astype(np.float64), minlength=n * k
+    ).reshape(n, k)
     present = size > 0
     per_image = np.where(present, hit / np.maximum(size, 1), 0.0)
     with np.errstate(invalid="ignore"):
@@ -134,15 +135,18 @@ def run(ctx: F.EvalContext) -> dict:
     """CBFE masks (train threshold, val masks) and the CBFE segmentation score (§3c)."""
     cfg, data, inp = ctx.config.cbfe, ctx.config.data, ctx.config.input
     size = cfg.label_size
-    splits = [ctx.dense(split, size=inp.size, label_size=size, limit=limit, kinds=("patch", "attn"))
-              for split, limit in ((data.train_split, data.limit_train), (data.val_split, data.limit_val))]
+    splits = [
+        ctx.dense(split, size=inp.size, label_size=size, limit=limit, kinds=("patch", "attn"))
+        for split, limit in ((data.train_split, data.limit_train), (data.val_split, data.limit_val))
+    ]
     n_train = len(splits[0]["labels"])
     tokens = np.concatenate([s["patch"] for s in splits])
     grid = tokens.shape[1:3]
     z = clustering.reduce(tokens, cfg.pca_dim, ctx.config.kmeans.pca_rows_per_dim, ctx.config.seed)
     z = z.reshape(-1, z.shape[-1])
-    gt = relabel(np.concatenate([s["labels"] for s in splits]), data.background,
-                 data.ignore_index, data.num_classes)
+    gt = relabel(
+        np.concatenate([s["labels"] for s in splits]), data.background, data.ignore_index, data.num_classes
+    )
     n_fg = data.num_classes - len(data.background)
     gt_fg = gt != 0  # void 255 counts as foreground (eval_jac with_boundary)
 
@@ -150,8 +154,13 @@ def run(ctx: F.EvalContext) -> dict:
     ids = clustering.cluster(z, cfg.k_fg, 0, cfg, spherical=True).reshape((-1,) + grid)
     ids = nearest_resize(ids, size)
     train, val = slice(0, n_train), slice(n_train, None)
-    chosen = choose_threshold(cluster_precision(ids[train], attn_fg[train], cfg.k_fg),
-                              ids[train], gt_fg[train], cfg.k_fg, cfg.cut_range)
+    chosen = choose_threshold(
+        cluster_precision(ids[train], attn_fg[train], cfg.k_fg),
+        ids[train],
+        gt_fg[train],
+        cfg.k_fg,
+        cfg.cut_range,
+    )
     fg = np.zeros_like(gt_fg)
     for part in (train, val):
         precs = cluster_precision(ids[part], attn_fg[part], cfg.k_fg)
@@ -174,17 +183,30 @@ def run(ctx: F.EvalContext) -> dict:
         mapping = metrics.hungarian_match(acc.cm)
         scores.append(metrics.miou_from_confusion(acc.cm, mapping)["miou"])
         if seed == 0:
-            shown = metrics.remap(pred[val][:ctx.config.output.n_show], mapping)
+            shown = metrics.remap(pred[val][: ctx.config.output.n_show], mapping)
     if ctx.workdir and ctx.config.output.n_show:
         v = splits[1]
-        rows_png = [[img, gt[val][i], attn_fg[val][i].astype(np.uint8), fg[val][i].astype(np.uint8), shown[i]]
-                    for i, img in enumerate(v["show"])]
-        report.save_panels(ctx.path("cbfe.png"), rows_png,
-                           titles=("image", "ground truth", "attention fg", "CBFE fg", f"K={n_fg}"))
-    return {"summary": {"cbfe_miou": float(np.mean(scores)),
-                        "val_fg_iou": mean_fg_iou(fg[val], gt_fg[val]),
-                        "val_attention_fg_iou": mean_fg_iou(attn_fg[val], gt_fg[val])},
-            "miou_per_seed": scores, "threshold": chosen["threshold"], "cut": chosen["cut"],
-            "train_fg_iou_at_cut": chosen["train_fg_iou"], "n_train": n_train,
-            "n_val": len(gt) - n_train, "tau": cfg.tau,
-            "community_detection": "not implemented"}
+        rows_png = [
+            [img, gt[val][i], attn_fg[val][i].astype(np.uint8), fg[val][i].astype(np.uint8), shown[i]]
+            for i, img in enumerate(v["show"])
+        ]
+        report.save_panels(
+            ctx.path("cbfe.png"),
+            rows_png,
+            titles=("image", "ground truth", "attention fg", "CBFE fg", f"K={n_fg}"),
+        )
+    return {
+        "summary": {
+            "cbfe_miou": float(np.mean(scores)),
+            "val_fg_iou": mean_fg_iou(fg[val], gt_fg[val]),
+            "val_attention_fg_iou": mean_fg_iou(attn_fg[val], gt_fg[val]),
+        },
+        "miou_per_seed": scores,
+        "threshold": chosen["threshold"],
+        "cut": chosen["cut"],
+        "train_fg_iou_at_cut": chosen["train_fg_iou"],
+        "n_train": n_train,
+        "n_val": len(gt) - n_train,
+        "tau": cfg.tau,
+        "community_detection": "not implemented",
+    }

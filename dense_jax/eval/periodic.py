@@ -7,6 +7,7 @@ last step, inside the training mesh, on the parameters where the trainer keeps t
 on the devices; nothing is gathered to one host). Scores go to ``metrics.jsonl`` as
 ``eval/<name>/<protocol>/<score>``; PNGs under ``workdir/eval/<name>/step_<n>``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,6 +26,7 @@ from dense_jax.models.build import backbone
 @dataclasses.dataclass
 class PeriodicEval:
     """One ``config.evals`` entry, ready to run: ``due(step, total)`` and ``run(params, step)``."""
+
     name: str
     every: int
     eval_config: mlc.ConfigDict
@@ -37,30 +39,43 @@ class PeriodicEval:
 
     def run(self, params: Any, step: int, mesh: Mesh) -> dict[str, float]:
         model = backbone(self.train_config.model).clone(
-            drop_path_rate=0.0, dtype=self.eval_config.model.dtype,
-            n_last_blocks=self.eval_config.model.n_last_blocks)
+            drop_path_rate=0.0,
+            dtype=self.eval_config.model.dtype,
+            n_last_blocks=self.eval_config.model.n_last_blocks,
+        )
 
         def backbone_fn(p, images):
             return model.apply({"params": p}, images)
 
-        model_config = {**self.train_config.model.to_dict(), "drop_path_rate": 0.0,
-                        "dtype": self.eval_config.model.dtype,
-                        "n_last_blocks": self.eval_config.model.n_last_blocks}
+        model_config = {
+            **self.train_config.model.to_dict(),
+            "drop_path_rate": 0.0,
+            "dtype": self.eval_config.model.dtype,
+            "n_last_blocks": self.eval_config.model.n_last_blocks,
+        }
         out = os.path.join(self.workdir, "eval", self.name, f"step_{step}")
-        results = run_protocols(backbone_fn, params, self.eval_config, out, mesh=mesh, fit=self.fit,
-                                model_config=model_config)
+        results = run_protocols(
+            backbone_fn, params, self.eval_config, out, mesh=mesh, fit=self.fit, model_config=model_config
+        )
         return {f"eval/{self.name}/{k}": v for k, v in report.scalars(results).items()}
 
 
-def from_config(train_config: mlc.ConfigDict, workdir: str, fit: Callable | None = None) -> list[PeriodicEval]:
+def from_config(
+    train_config: mlc.ConfigDict, workdir: str, fit: Callable | None = None
+) -> list[PeriodicEval]:
     """The run's evaluations, in name order (their configs are loaded now, so a bad path
     fails before training starts)."""
     evals = []
     for name in sorted(train_config.evals):
         entry = train_config.evals[name]
         if set(entry) != {"config", "every"}:
-            raise ValueError(f"config.evals.{name} needs exactly the keys 'config' (an evaluation "
-                             f"config file[:variants]) and 'every' (steps; 0 = at the end), got {sorted(entry)}")
-        evals.append(PeriodicEval(name, int(entry["every"]), config_from_file(entry["config"]),
-                                  train_config, workdir, fit))
+            raise ValueError(
+                f"config.evals.{name} needs exactly the keys 'config' (an evaluation "
+                f"config file[:variants]) and 'every' (steps; 0 = at the end), got {sorted(entry)}"
+            )
+        evals.append(
+            PeriodicEval(
+                name, int(entry["every"]), config_from_file(entry["config"]), train_config, workdir, fit
+            )
+        )
     return evals

@@ -4,6 +4,7 @@
 (`dense_jax.eval.periodic`) share. Parameters may already live on the devices, sharded as the
 trainer keeps them: they are used in place, never fetched to the host.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -25,9 +26,17 @@ PROTOCOLS = {  # protocol name -> driver module (each exposes run(ctx) -> dict)
 }
 
 
-def run_protocols(backbone_fn: Callable, params: Any, config, workdir: str | None = None,
-                  log: Callable[[str], None] | None = None, *, mesh: Mesh | None = None,
-                  fit: Callable | None = None, model_config: dict | None = None) -> dict:
+def run_protocols(
+    backbone_fn: Callable,
+    params: Any,
+    config,
+    workdir: str | None = None,
+    log: Callable[[str], None] | None = None,
+    *,
+    mesh: Mesh | None = None,
+    fit: Callable | None = None,
+    model_config: dict | None = None,
+) -> dict:
     """Runs ``config.protocols`` on a frozen backbone; returns ``{protocol: result}``.
 
     ``backbone_fn(params, images (B, S, S, 3)) -> dict`` is the ViT's output dict (``patch``,
@@ -39,8 +48,15 @@ def run_protocols(backbone_fn: Callable, params: Any, config, workdir: str | Non
     unknown = [p for p in config.protocols if p not in PROTOCOLS]
     if unknown:
         raise ValueError(f"unknown protocols {unknown}; known: {', '.join(PROTOCOLS)}")
-    ctx = EvalContext(backbone_fn, params, config, mesh or make_mesh(config.mesh.shape), workdir,
-                      fit=fit, model_config=model_config)
+    ctx = EvalContext(
+        backbone_fn,
+        params,
+        config,
+        mesh or make_mesh(config.mesh.shape),
+        workdir,
+        fit=fit,
+        model_config=model_config,
+    )
     results = {}
     with jax.set_mesh(ctx.mesh):
         for protocol in config.protocols:

@@ -5,6 +5,7 @@ for the console, ``results.json`` in the workdir and colour-coded PNGs (rows of 
 truth | prediction). Scores are fractions in [0, 1] (``dense_jax.eval.metrics``); the table
 prints them ×100 like the papers.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,12 @@ def _fit(array: np.ndarray, size: tuple[int, int]) -> Image.Image:
     return img
 
 
-def save_panels(path: str, rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str] = (),
-                size: tuple[int, int] | None = None) -> None:
+def save_panels(
+    path: str,
+    rows: Sequence[Sequence[np.ndarray]],
+    titles: Sequence[str] = (),
+    size: tuple[int, int] | None = None,
+) -> None:
     """One PNG: each row a list of uint8 RGB (or label) arrays, resized (nearest) to ``size``.
 
     2-D arrays are treated as label maps and colourised.
@@ -74,15 +79,22 @@ def supervised_scores(cm, ignore_index: int | None) -> dict:
     identity = metrics.miou_from_confusion(cm)
     hungarian = metrics.miou_from_confusion(cm, metrics.hungarian_match(cm))
     corrected = metrics.miou_from_confusion(cm, average="present", exclude_classes=excluded)
-    return {"miou": identity["miou"], "miou_hungarian": hungarian["miou"],
-            "miou_corrected": corrected["miou"], "pixel_accuracy": identity["pixel_accuracy"],
-            "per_class_iou": identity["per_class_iou"]}
+    return {
+        "miou": identity["miou"],
+        "miou_hungarian": hungarian["miou"],
+        "miou_corrected": corrected["miou"],
+        "pixel_accuracy": identity["pixel_accuracy"],
+        "per_class_iou": identity["per_class_iou"],
+    }
 
 
 def scalars(results: Mapping) -> dict[str, float]:
     """Flat ``{"<protocol>/<score>": fraction}`` of every protocol's ``summary`` (metric logs)."""
-    return {f"{protocol}/{name}": float(value) for protocol, res in results.items()
-            for name, value in res["summary"].items()}
+    return {
+        f"{protocol}/{name}": float(value)
+        for protocol, res in results.items()
+        for name, value in res["summary"].items()
+    }
 
 
 def table(results: Mapping) -> str:
@@ -90,8 +102,11 @@ def table(results: Mapping) -> str:
 
     Each protocol result holds ``summary`` (name -> fraction in [0, 1]) and ``time_s``.
     """
-    rows = [(protocol, name, f"{100 * value:7.2f}") for protocol, res in results.items()
-            for name, value in res["summary"].items()]
+    rows = [
+        (protocol, name, f"{100 * value:7.2f}")
+        for protocol, res in results.items()
+        for name, value in res["summary"].items()
+    ]
     rows += [(protocol, "wall time", f"{res['time_s']:6.1f}s") for protocol, res in results.items()]
     w0 = max([len(r[0]) for r in rows] + [8])
     w1 = max([len(r[1]) for r in rows] + [5])

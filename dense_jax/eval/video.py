@@ -16,6 +16,7 @@ Static shapes: the context is a fixed 1 + n_last_frames slots with a validity ma
 per-frame step is jitted once per resolution and keeps the queue on device. The frame resize
 is bilinear without antialias (OpenCV INTER_LINEAR, as the reference).
 """
+
 from __future__ import annotations
 
 import functools
@@ -64,15 +65,17 @@ def propagate(feat, ctx_feats, ctx_segs, ctx_valid, near, topk: int, temperature
     feat (hw, D) and ctx_feats (n, hw, D) unit-norm; ctx_segs (n, hw, C); ctx_valid (n,);
     near (hw_src, hw_tgt) neighbourhood mask.
     """
-    aff = jnp.exp(jnp.einsum("nsd,td->nst", ctx_feats, feat,
-                             precision=jax.lax.Precision.HIGHEST) / temperature)
+    aff = jnp.exp(
+        jnp.einsum("nsd,td->nst", ctx_feats, feat, precision=jax.lax.Precision.HIGHEST) / temperature
+    )
     aff = aff * near[None] * ctx_valid[:, None, None]
     aff = aff.reshape(-1, feat.shape[0])  # (n·hw sources, hw targets)
     kth = jax.lax.top_k(aff.T, topk)[0][:, -1]
     aff = jnp.where(aff >= kth[None, :], aff, 0.0)
     aff = aff / jnp.sum(aff, axis=0, keepdims=True)
-    return jnp.einsum("st,sc->tc", aff, ctx_segs.reshape(-1, ctx_segs.shape[-1]),
-                      precision=jax.lax.Precision.HIGHEST)
+    return jnp.einsum(
+        "st,sc->tc", aff, ctx_segs.reshape(-1, ctx_segs.shape[-1]), precision=jax.lax.Precision.HIGHEST
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("grid", "out_hw"))
@@ -100,18 +103,23 @@ def segment_video(ctx: F.EvalContext, frames: np.ndarray, first_mask: np.ndarray
     bs = extractor.batch_size(inp.batch_size)
     feats = []
     for start in range(0, t_frames, bs):
-        chunk = frames[start:start + bs]
-        x = _resize_frames(jnp.asarray(F.pad_batch({"x": chunk, "valid": np.ones(len(chunk), bool)},
-                                                   bs)["x"]), (th, tw),
-                           jnp.asarray(inp.mean, jnp.float32), jnp.asarray(inp.std, jnp.float32))
-        feats.append(extractor(x)["patch"][:len(chunk)])
+        chunk = frames[start : start + bs]
+        x = _resize_frames(
+            jnp.asarray(F.pad_batch({"x": chunk, "valid": np.ones(len(chunk), bool)}, bs)["x"]),
+            (th, tw),
+            jnp.asarray(inp.mean, jnp.float32),
+            jnp.asarray(inp.std, jnp.float32),
+        )
+        feats.append(extractor(x)["patch"][: len(chunk)])
     feats = jnp.concatenate(feats)
     gh, gw = feats.shape[1:3]
     patch = th // gh
     feats = feats.reshape(t_frames, gh * gw, -1)
     feats = feats / jnp.maximum(jnp.linalg.norm(feats, axis=-1, keepdims=True), 1e-12)
 
-    small = np.asarray(Image.fromarray(first_mask).resize((tw // patch, th // patch), Image.Resampling.NEAREST))
+    small = np.asarray(
+        Image.fromarray(first_mask).resize((tw // patch, th // patch), Image.Resampling.NEAREST)
+    )
     n_ids = min(int(small[small != 255].max(initial=0)) + 1, cfg.max_ids)
     first = jax.nn.one_hot(jnp.asarray(small.reshape(-1).astype(np.int32)), cfg.max_ids)
     first = first * (jnp.arange(cfg.max_ids) < n_ids)
@@ -166,9 +174,15 @@ def run(ctx: F.EvalContext) -> dict:
                 report.save_indexed_png(ctx.path("davis", str(video["id"]), f"{name}.png"), p)
         if ctx.workdir and i == 0 and ctx.config.output.n_show:
             picks = np.linspace(0, len(pred) - 1, min(len(pred), 4)).astype(int)
-            report.save_panels(ctx.path("davis_propagation.png"),
-                               [[video["image"][t], video["mask"][t], pred[t]] for t in picks],
-                               titles=("frame", "ground truth", "propagated"))
+            report.save_panels(
+                ctx.path("davis_propagation.png"),
+                [[video["image"][t], video["mask"][t], pred[t]] for t in picks],
+                titles=("frame", "ground truth", "propagated"),
+            )
     j_mean, f_mean = float(np.mean(all_j)), float(np.mean(all_f))
-    return {"summary": {"j_and_f": (j_mean + f_mean) / 2, "j_mean": j_mean, "f_mean": f_mean},
-            "per_video": per_video, "n_objects": len(all_j), "n_videos": len(videos)}
+    return {
+        "summary": {"j_and_f": (j_mean + f_mean) / 2, "j_mean": j_mean, "f_mean": f_mean},
+        "per_video": per_video,
+        "n_objects": len(all_j),
+        "n_videos": len(videos),
+    }

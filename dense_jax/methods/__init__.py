@@ -46,7 +46,6 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-
 from dense_jax.core.context import LossOutput, StepContext  # noqa: F401  (the interface's types)
 
 METHODS: dict[str, str] = {
@@ -73,5 +72,7 @@ def check(module: ModuleType) -> ModuleType:
 def get(name: str) -> ModuleType:
     """The method module registered as `name`, with its interface checked."""
     if name not in METHODS:
-        raise UnknownMethodError(f"unknown method {name!r} (config.method); known methods: {', '.join(sorted(METHODS))}")
+        raise UnknownMethodError(
+            f"unknown method {name!r} (config.method); known methods: {', '.join(sorted(METHODS))}"
+        )
     return check(importlib.import_module(METHODS[name]))

@@ -37,8 +37,9 @@ def init_aux(config: mlc.ConfigDict, rng: jax.Array) -> dict:
 
 def teacher_temp(config: mlc.ConfigDict, step) -> jax.Array:
     d = config.dino
-    return per_epoch_linear(Schedules(config).epoch(step), d.warmup_teacher_temp, d.teacher_temp,
-                            d.warmup_teacher_temp_epochs)
+    return per_epoch_linear(
+        Schedules(config).epoch(step), d.warmup_teacher_temp, d.teacher_temp, d.warmup_teacher_temp_epochs
+    )
 
 
 def view_major(crops: jax.Array) -> jax.Array:
@@ -53,8 +54,10 @@ def cross_view_ce(teacher_probs: jax.Array, student_logprobs: jax.Array) -> jax.
     """
     n_g, batch, _ = teacher_probs.shape
     n_v = student_logprobs.shape[0]
-    ce = -jnp.einsum("ibk,vbk->iv", teacher_probs, student_logprobs,
-                     precision=jax.lax.Precision.HIGHEST) / batch
+    ce = (
+        -jnp.einsum("ibk,vbk->iv", teacher_probs, student_logprobs, precision=jax.lax.Precision.HIGHEST)
+        / batch
+    )
     pairs = 1.0 - jnp.eye(n_g, n_v)
     return (ce * pairs).sum() / pairs.sum()
 
@@ -81,8 +84,15 @@ def teacher_targets(teacher_logits, center, teacher_temp, centering: str) -> jax
     raise ValueError(f"unknown dino.centering {centering!r}; use center or sinkhorn_knopp")
 
 
-def dino_loss(student_logits, teacher_logits, center, teacher_temp, student_temp: float,
-              n_global: int, centering: str = "center") -> jax.Array:
+def dino_loss(
+    student_logits,
+    teacher_logits,
+    center,
+    teacher_temp,
+    student_temp: float,
+    n_global: int,
+    centering: str = "center",
+) -> jax.Array:
     """DINOLoss on view-major logits: student (n_v·B, K), teacher (n_g·B, K), center (1, K)."""
     probs = teacher_targets(teacher_logits, center, teacher_temp, centering)
     logprobs = jax.nn.log_softmax(student_logits / student_temp, axis=-1)
@@ -103,13 +113,15 @@ def loss(student_params, teacher_params, aux, batch, ctx):
     n_global = batch["global"].shape[1]
     globals_ = view_major(batch["global"])
 
-    teacher = head.apply({"params": teacher_params["head"]},
-                         vit.apply({"params": teacher_params["backbone"]}, globals_)["cls"])
+    teacher = head.apply(
+        {"params": teacher_params["head"]}, vit.apply({"params": teacher_params["backbone"]}, globals_)["cls"]
+    )
     teacher = jax.lax.stop_gradient(teacher)
 
     def student_cls(crops, key):
-        return vit.apply({"params": student_params["backbone"]}, view_major(crops), train=True,
-                         rngs={"dropout": key})["cls"]
+        return vit.apply(
+            {"params": student_params["backbone"]}, view_major(crops), train=True, rngs={"dropout": key}
+        )["cls"]
 
     key_global, key_local = jax.random.split(rng)
     features = [student_cls(batch["global"], key_global)]
@@ -118,7 +130,6 @@ def loss(student_params, teacher_params, aux, batch, ctx):
     student = head.apply({"params": student_params["head"]}, jnp.concatenate(features))
 
     temp = teacher_temp(config, ctx.step)
-    value = dino_loss(student, teacher, aux["center"], temp, d.student_temp, n_global,
-                      d.centering)
+    value = dino_loss(student, teacher, aux["center"], temp, d.student_temp, n_global, d.centering)
     center = update_center(aux["center"], teacher, d.center_momentum)
     return value, ({"teacher_temp": temp}, {"center": center})

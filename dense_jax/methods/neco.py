@@ -43,6 +43,7 @@ from dense_jax.ops.sorting import soft_sort
 
 class NeCoHead(nn.Module):
     """Projection head (neco.md §2): D → 2048 → GELU → 2048 → GELU → 256, L2-normalised."""
+
     hidden_dim: int = 2048
     out_dim: int = 256
     nlayers: int = 3
@@ -50,8 +51,9 @@ class NeCoHead(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        return l2_normalize(ProjectionMLP(self.hidden_dim, self.out_dim, self.nlayers, self.dtype,
-                                          name="mlp")(x))
+        return l2_normalize(
+            ProjectionMLP(self.hidden_dim, self.out_dim, self.nlayers, self.dtype, name="mlp")(x)
+        )
 
 
 def heads(config: mlc.ConfigDict) -> nn.Module:
@@ -103,7 +105,7 @@ def _random_subset(key, population: int, size: int) -> jax.Array:
 def push_queue(queue, fill, tokens, key, n_push: int):
     """Push `n_push` random rows of `tokens` (N, D) to the front of `queue` (Q, D) (§3.3)."""
     rows = tokens[_random_subset(key, tokens.shape[0], n_push)]
-    queue = jnp.concatenate([rows, queue[:queue.shape[0] - n_push]], axis=0)
+    queue = jnp.concatenate([rows, queue[: queue.shape[0] - n_push]], axis=0)
     return queue, jnp.minimum(fill + n_push, queue.shape[0])
 
 
@@ -123,12 +125,19 @@ def batch_references(aligned, key, n_refs: int):
 def rank_matrices(tokens, refs, c: mlc.ConfigDict, steepness: float):
     """Soft-rank matrices (..., N, R, R) of each token's similarities to its image's refs
     (..., R, D) (§3.6–7)."""
-    sim = jnp.einsum("...nd,...rd->...nr", l2_normalize(tokens), l2_normalize(refs),
-                     precision=jax.lax.Precision.HIGHEST)
+    sim = jnp.einsum(
+        "...nd,...rd->...nr", l2_normalize(tokens), l2_normalize(refs), precision=jax.lax.Precision.HIGHEST
+    )
     if c.sort_distance:
         sim = 1.0 - sim
-    _, perm = soft_sort(sim, network=c.network, relaxation=c.relaxation, steepness=steepness,
-                        art_lambda=c.art_lambda, row_chunk=c.sort_row_chunk or None)
+    _, perm = soft_sort(
+        sim,
+        network=c.network,
+        relaxation=c.relaxation,
+        steepness=steepness,
+        art_lambda=c.art_lambda,
+        row_chunk=c.sort_row_chunk or None,
+    )
     return perm
 
 
@@ -168,17 +177,21 @@ def align_pairs(pairs, teacher_globals, student_views, gc, all_boxes, patch_size
     ROI-aligned once, over the boxes of all its pairs."""
     t_views = [[v for c, v in pairs if c == ci] for ci in range(len(teacher_globals))]
     s_crops = [[c for c, v in pairs if v == vi] for vi in range(len(student_views))]
-    t_maps = [_align(m, gc[:, ci, vs], patch_size, out)
-              for ci, (m, vs) in enumerate(zip(teacher_globals, t_views))]
-    s_maps = [_align(m, all_boxes[:, vi, cs], patch_size, out)
-              for vi, (m, cs) in enumerate(zip(student_views, s_crops))]
+    t_maps = [
+        _align(m, gc[:, ci, vs], patch_size, out) for ci, (m, vs) in enumerate(zip(teacher_globals, t_views))
+    ]
+    s_maps = [
+        _align(m, all_boxes[:, vi, cs], patch_size, out)
+        for vi, (m, cs) in enumerate(zip(student_views, s_crops))
+    ]
     teacher = jnp.stack([t_maps[c][:, t_views[c].index(v)] for c, v in pairs])
     student = jnp.stack([s_maps[v][:, s_crops[v].index(c)] for c, v in pairs])
     return teacher, student
 
 
-def neco_loss(teacher_globals, student_views, gc, all_boxes, aux, key, config: mlc.ConfigDict,
-              patch_size: int):
+def neco_loss(
+    teacher_globals, student_views, gc, all_boxes, aux, key, config: mlc.ConfigDict, patch_size: int
+):
     """The NeCo objective from projected token maps (neco.md §3).
 
     Args:
@@ -192,21 +205,24 @@ def neco_loss(teacher_globals, student_views, gc, all_boxes, aux, key, config: m
     """
     c = config.neco
     batch = teacher_globals[0].shape[0]
-    n_refs = c.roi_size ** 2
+    n_refs = c.roi_size**2
     teacher_globals = [jax.lax.stop_gradient(t) for t in teacher_globals]
     key_push, key_pairs = jax.random.split(key)
     if c.queue_length:
         queue, fill = aux["queue"], aux["queue_fill"]
         push_keys = jax.random.split(key_push, len(teacher_globals))
         n_push = min(c.queue_push_per_image * batch, c.queue_length)
-        pushed = [push_queue(queue[i], fill[i], t.reshape(-1, t.shape[-1]), push_keys[i], n_push)
-                  for i, t in enumerate(teacher_globals)]
+        pushed = [
+            push_queue(queue[i], fill[i], t.reshape(-1, t.shape[-1]), push_keys[i], n_push)
+            for i, t in enumerate(teacher_globals)
+        ]
         queue = jnp.stack([q for q, _ in pushed])
         fill = jnp.stack([f for _, f in pushed])
 
     pairs = crop_pairs(len(teacher_globals), len(student_views))
-    t_aligned, s_aligned = align_pairs(pairs, teacher_globals, student_views, gc, all_boxes,
-                                       patch_size, c.roi_size)
+    t_aligned, s_aligned = align_pairs(
+        pairs, teacher_globals, student_views, gc, all_boxes, patch_size, c.roi_size
+    )
     refs = []
     for p, ((ci, _), pair_key) in enumerate(zip(pairs, jax.random.split(key_pairs, len(pairs)))):
         if c.refs_from_student:
@@ -242,12 +258,16 @@ def loss(student_params, teacher_params, aux, batch, ctx):
     def split(maps, n):
         return list(maps.reshape((n, -1) + maps.shape[1:]))
 
-    teacher_maps = split(jax.lax.stop_gradient(
-        _project(teacher, head, teacher_params, view_major(globals_), False, None)), n_global)
+    teacher_maps = split(
+        jax.lax.stop_gradient(_project(teacher, head, teacher_params, view_major(globals_), False, None)),
+        n_global,
+    )
     student_maps = split(_project(student, head, student_params, view_major(globals_), True, key_g), n_global)
     if locals_ is not None:
-        student_maps += split(_project(student, head, student_params, view_major(locals_), True, key_l),
-                              locals_.shape[1])
-    value, metrics, new_aux = neco_loss(teacher_maps, student_maps, batch["gc"], batch["all"], aux,
-                                        key_loss, config, student.patch_size)
+        student_maps += split(
+            _project(student, head, student_params, view_major(locals_), True, key_l), locals_.shape[1]
+        )
+    value, metrics, new_aux = neco_loss(
+        teacher_maps, student_maps, batch["gc"], batch["all"], aux, key_loss, config, student.patch_size
+    )
     return value, (metrics, new_aux)

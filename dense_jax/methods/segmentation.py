@@ -14,8 +14,9 @@ the references' upsample-then-1×1-conv, since bilinear weights sum to one (exac
 BatchNorm statistics in the state's ``model_state``.
 
 A frozen backbone gets no gradient (stop_gradient) and, with ``optim.lr_scale.backbone=0``
-(checked at init), no update. ``config.model.variant=""`` trains the head alone on precomputed features (batches of
-``feats`` (B, g, g, feature_dim) + ``mask``: the linear probe's un-augmented fast path).
+(checked at init), no update. ``config.model.variant=""`` trains the head alone on
+precomputed features (batches of ``feats`` (B, g, g, feature_dim) + ``mask``: the linear
+probe's un-augmented fast path).
 Config section ``config.segmentation``: num_classes, ignore_index, features, n_blocks,
 head ("linear" | "conv"), conv_dim, feature_dim, freeze_backbone, label_size (0 = the crop size), and the
 input recipe (crop size = ``config.crops.global_size``): crop_scale, crop_ratio, hflip,
@@ -48,17 +49,24 @@ def _torch_uniform(fan_in: int):
 
 class LinearHead(nn.Module):
     """A 1×1 convolution (D → C, with bias) on a token map, PyTorch default init."""
+
     num_classes: int
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         init = _torch_uniform(x.shape[-1])
-        return nn.Dense(self.num_classes, kernel_init=init, bias_init=init, precision=jax.lax.Precision.HIGHEST,
-                        name="classifier")(x)
+        return nn.Dense(
+            self.num_classes,
+            kernel_init=init,
+            bias_init=init,
+            precision=jax.lax.Precision.HIGHEST,
+            name="classifier",
+        )(x)
 
 
 class ConvHead(nn.Module):
     """3×3 conv → BatchNorm → ReLU → 1×1 conv (a small decoder for fine-tuning)."""
+
     num_classes: int
     dim: int = 256
 
@@ -93,8 +101,10 @@ def init_aux(config: mlc.ConfigDict, rng: jax.Array) -> dict:
     ``optim.lr_scale.backbone`` > 0 the decoupled weight decay would still shrink it."""
     del rng
     if config.segmentation.freeze_backbone and config.optim.lr_scale.backbone != 0:
-        raise ValueError("segmentation.freeze_backbone=True needs optim.lr_scale.backbone=0 "
-                         f"(got {config.optim.lr_scale.backbone})")
+        raise ValueError(
+            "segmentation.freeze_backbone=True needs optim.lr_scale.backbone=0 "
+            f"(got {config.optim.lr_scale.backbone})"
+        )
     return {}
 
 
@@ -103,9 +113,14 @@ def transform(config: mlc.ConfigDict) -> grain.transforms.RandomMap:
     s = config.segmentation
     if not config.model.variant:
         return PassThrough()
-    return SegmentationCrops(size=config.crops.global_size, label_size=s.label_size,
-                             scale=tuple(s.crop_scale), ratio=tuple(s.crop_ratio), hflip=s.hflip,
-                             augment=s.augment)
+    return SegmentationCrops(
+        size=config.crops.global_size,
+        label_size=s.label_size,
+        scale=tuple(s.crop_scale),
+        ratio=tuple(s.crop_ratio),
+        hflip=s.hflip,
+        augment=s.augment,
+    )
 
 
 def token_logits(params, model_state, batch: dict, config: mlc.ConfigDict, train: bool, rng=None):
@@ -121,8 +136,12 @@ def token_logits(params, model_state, batch: dict, config: mlc.ConfigDict, train
         fine_tune = train and not s.freeze_backbone
         if not fine_tune:
             vit = vit.clone(drop_path_rate=0.0)
-        outputs = vit.apply({"params": params["backbone"]}, batch["image"], train=fine_tune,
-                            rngs={"dropout": rng} if fine_tune else None)
+        outputs = vit.apply(
+            {"params": params["backbone"]},
+            batch["image"],
+            train=fine_tune,
+            rngs={"dropout": rng} if fine_tune else None,
+        )
         feats = feature_kinds.select(outputs, s.features, s.n_blocks)
     feats = feats.astype(jnp.float32)
     if s.freeze_backbone:

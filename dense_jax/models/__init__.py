@@ -4,5 +4,12 @@ from dense_jax.models.registry import VARIANTS, create, variant_config
 from dense_jax.models.vit import VisionTransformer
 from dense_jax.models.weights import load, load_backbone_params, save_official
 
-__all__ = ["VARIANTS", "VisionTransformer", "create", "load", "load_backbone_params",
-           "save_official", "variant_config"]
+__all__ = [
+    "VARIANTS",
+    "VisionTransformer",
+    "create",
+    "load",
+    "load_backbone_params",
+    "save_official",
+    "variant_config",
+]

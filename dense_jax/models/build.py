@@ -26,8 +26,9 @@ def backbone(model: mlc.ConfigDict) -> VisionTransformer:
 def model_config(model: VisionTransformer, variant: str) -> dict:
     """A JSON-ready ``config.model`` section that `backbone` turns back into `model`: every
     constructor field as an override of `variant` (``"auto"`` becomes any registry name)."""
-    fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)
-              if f.name not in ("parent", "name")}
+    fields = {
+        f.name: getattr(model, f.name) for f in dataclasses.fields(model) if f.name not in ("parent", "name")
+    }
     fields = {k: (np.dtype(v).name if k == "dtype" else v) for k, v in fields.items()}
     return {"variant": variant if variant in VARIANTS else next(iter(VARIANTS)), **fields}
 
@@ -52,8 +53,9 @@ def head_input_shape(config: mlc.ConfigDict, rank: str = "vector", channels: int
     return (1, grid, grid, channels)
 
 
-def init_head(config: mlc.ConfigDict, head: nn.Module, rng: jax.Array,
-              input_shape: tuple[int, ...] | None = None) -> tuple[Any, Any]:
+def init_head(
+    config: mlc.ConfigDict, head: nn.Module, rng: jax.Array, input_shape: tuple[int, ...] | None = None
+) -> tuple[Any, Any]:
     """(boxed params, other collections) of `head` on features of `input_shape` (default (1, D))."""
     return init_variables(head, rng, input_shape or head_input_shape(config))
 

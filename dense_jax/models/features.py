@@ -20,8 +20,10 @@ def select(outputs: Mapping[str, jax.Array], kind: str, n_blocks: int = 4) -> ja
     if kind == "last_blocks":
         blocks = outputs["last_blocks"]
         if blocks.shape[0] < n_blocks:
-            raise ValueError(f"the backbone keeps {blocks.shape[0]} last blocks, {n_blocks} asked: "
-                             f"set model.n_last_blocks >= {n_blocks}")
+            raise ValueError(
+                f"the backbone keeps {blocks.shape[0]} last blocks, {n_blocks} asked: "
+                f"set model.n_last_blocks >= {n_blocks}"
+            )
         return jnp.concatenate(list(blocks[-n_blocks:]), axis=-1)
     if kind == "attn":
         return outputs["attn_cls"].mean(axis=1)

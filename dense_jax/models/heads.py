@@ -25,6 +25,7 @@ def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
 
 class ProjectionMLP(nn.Module):
     """`nlayers` linears (trunc-normal σ .02, zero bias) with exact GELU between them."""
+
     hidden_dim: int = 2048
     bottleneck_dim: int = 256
     nlayers: int = 3
@@ -35,9 +36,13 @@ class ProjectionMLP(nn.Module):
         widths = [self.hidden_dim] * (max(self.nlayers, 1) - 1) + [self.bottleneck_dim]
         names = ("embed", "mlp")
         for i, width in enumerate(widths):
-            x = nn.Dense(width, kernel_init=nn.with_logical_partitioning(_trunc02, names),
-                         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, names[1:]),
-                         dtype=self.dtype, name=f"fc{i + 1}")(x)
+            x = nn.Dense(
+                width,
+                kernel_init=nn.with_logical_partitioning(_trunc02, names),
+                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, names[1:]),
+                dtype=self.dtype,
+                name=f"fc{i + 1}",
+            )(x)
             if i < len(widths) - 1:
                 x = nn.gelu(x, approximate=False)
             names = names[::-1]  # alternate so that consecutive layers shard compatibly
@@ -57,22 +62,28 @@ class WeightNormLinear(nn.Module):
     parameter at all. g has shape (1, out) so that, like the reference's (out, 1), it is
     weight-decayed when trained.
     """
+
     features: int
     norm_last_layer: bool = True
 
     @nn.compact
     def __call__(self, x):
-        v = self.param("kernel", nn.with_logical_partitioning(_torch_linear_init, ("embed", "vocab")),
-                       (x.shape[-1], self.features))
+        v = self.param(
+            "kernel",
+            nn.with_logical_partitioning(_torch_linear_init, ("embed", "vocab")),
+            (x.shape[-1], self.features),
+        )
         w = v / jnp.linalg.norm(v, axis=0, keepdims=True)
         if not self.norm_last_layer:
-            w = w * self.param("g", nn.with_logical_partitioning(nn.initializers.ones, (None, "vocab")),
-                               (1, self.features))
+            w = w * self.param(
+                "g", nn.with_logical_partitioning(nn.initializers.ones, (None, "vocab")), (1, self.features)
+            )
         return x @ w
 
 
 class DINOHead(nn.Module):
     """DINO head: MLP → L2-normalise → weight-normalised last layer (croc.md §6)."""
+
     out_dim: int
     hidden_dim: int = 2048
     bottleneck_dim: int = 256

@@ -27,6 +27,7 @@ import numpy as np
 
 def _cubic_weights(t: np.ndarray, a: float) -> np.ndarray:
     """Keys' cubic convolution kernel at the four taps around a fractional offset t."""
+
     def near(x):  # |x| <= 1
         return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
 
@@ -44,8 +45,7 @@ def _aa_cubic(x: np.ndarray, a: float = -0.5) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=None)
-def bicubic_matrix(in_size: int, out_size: int, offset: float = 0.1,
-                   antialias: bool = False) -> np.ndarray:
+def bicubic_matrix(in_size: int, out_size: int, offset: float = 0.1, antialias: bool = False) -> np.ndarray:
     """(out_size, in_size) float64 matrix of torch's 1-D bicubic resize.
 
     ``offset > 0`` means torch was called with ``scale_factor=(out_size + offset) / in_size``
@@ -74,13 +74,16 @@ def bicubic_matrix(in_size: int, out_size: int, offset: float = 0.1,
     return matrix
 
 
-def resize_matrices(grid: int, out_hw: tuple[int, int], offset: float,
-                    antialias: bool) -> tuple[np.ndarray, np.ndarray] | None:
+def resize_matrices(
+    grid: int, out_hw: tuple[int, int], offset: float, antialias: bool
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Row and column matrices taking a (grid, grid) embedding to ``out_hw``.
 
     Returns None when the references skip interpolation (square input at the native grid).
     """
     if out_hw == (grid, grid):
         return None
-    return (bicubic_matrix(grid, out_hw[0], offset, antialias),
-            bicubic_matrix(grid, out_hw[1], offset, antialias))
+    return (
+        bicubic_matrix(grid, out_hw[0], offset, antialias),
+        bicubic_matrix(grid, out_hw[1], offset, antialias),
+    )

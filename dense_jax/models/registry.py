@@ -29,8 +29,15 @@ def _dino(size: str, patch: int) -> dict[str, Any]:
 
 def _dinov2(size: str, registers: int = 0) -> dict[str, Any]:
     dim, depth, heads = _SIZES[size]
-    cfg = dict(patch_size=14, embed_dim=dim, depth=depth, num_heads=heads, pos_grid=37,
-               layerscale=1e-5, mask_token=True)
+    cfg = dict(
+        patch_size=14,
+        embed_dim=dim,
+        depth=depth,
+        num_heads=heads,
+        pos_grid=37,
+        layerscale=1e-5,
+        mask_token=True,
+    )
     if registers:
         cfg.update(num_registers=registers, interp_offset=0.0, interp_antialias=True)
     return cfg
@@ -50,8 +57,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # Small models for the CPU demos on the built-in scenes (not released weights).
     "vit_tiny16": _dino("t", 16),
     "vit_demo16": dict(patch_size=16, embed_dim=192, depth=4, num_heads=3, pos_grid=6),
-    "vit_demo14": dict(patch_size=14, embed_dim=192, depth=4, num_heads=3, pos_grid=7,
-                       layerscale=1e-5, mask_token=True, num_registers=4),
+    "vit_demo14": dict(
+        patch_size=14,
+        embed_dim=192,
+        depth=4,
+        num_heads=3,
+        pos_grid=7,
+        layerscale=1e-5,
+        mask_token=True,
+        num_registers=4,
+    ),
 }
 
 

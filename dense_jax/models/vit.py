@@ -48,20 +48,31 @@ def _logical(init: Callable, names: tuple[str | None, ...]) -> Callable:
 
 
 def _dense(features: int, names: tuple[str, str], dtype: Dtype, name: str) -> nn.Dense:
-    return nn.Dense(features, dtype=dtype, param_dtype=jnp.float32, name=name,
-                    kernel_init=_logical(_trunc02, names),
-                    bias_init=_logical(nn.initializers.zeros, (names[1],)))
+    return nn.Dense(
+        features,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        name=name,
+        kernel_init=_logical(_trunc02, names),
+        bias_init=_logical(nn.initializers.zeros, (names[1],)),
+    )
 
 
 def _layer_norm(name: str) -> nn.LayerNorm:
     # Statistics in fp32 whatever the compute dtype; output cast by the next layer.
-    return nn.LayerNorm(epsilon=1e-6, dtype=jnp.float32, param_dtype=jnp.float32, name=name,
-                        scale_init=_logical(nn.initializers.ones, ("norm",)),
-                        bias_init=_logical(nn.initializers.zeros, ("norm",)))
+    return nn.LayerNorm(
+        epsilon=1e-6,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+        name=name,
+        scale_init=_logical(nn.initializers.ones, ("norm",)),
+        bias_init=_logical(nn.initializers.zeros, ("norm",)),
+    )
 
 
 class DropPath(nn.Module):
     """Per-sample stochastic depth, rescaled by 1/keep as in DINO/timm."""
+
     rate: float
 
     @nn.compact
@@ -78,13 +89,18 @@ class LayerScale(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        gamma = self.param("gamma", _logical(nn.initializers.constant(self.init_value), ("norm",)),
-                           (x.shape[-1],), jnp.float32)
+        gamma = self.param(
+            "gamma",
+            _logical(nn.initializers.constant(self.init_value), ("norm",)),
+            (x.shape[-1],),
+            jnp.float32,
+        )
         return x * gamma.astype(x.dtype)
 
 
 class Attention(nn.Module):
     """Multi-head self-attention with a fused qkv projection ([q | k | v], heads-major)."""
+
     num_heads: int
     dtype: Dtype
     return_details: bool = False  # also return q/k/v and the CLS attention row (last block)
@@ -100,8 +116,9 @@ class Attention(nn.Module):
         out = jax.nn.dot_product_attention(q, k, v, implementation=self.implementation)
         details = {}
         if self.return_details:  # only the CLS query's row: O(T), not the (T, T) matrix
-            logits = jnp.einsum("bhd,bkhd->bhk", q[:, 0] * head_dim ** -0.5, k,
-                                preferred_element_type=jnp.float32)
+            logits = jnp.einsum(
+                "bhd,bkhd->bhk", q[:, 0] * head_dim**-0.5, k, preferred_element_type=jnp.float32
+            )
             details = {"cls_probs": jax.nn.softmax(logits, axis=-1), "q": q, "k": k, "v": v}
         out = out.reshape(batch, tokens, dim)
         return _dense(dim, ("qkv", "embed"), self.dtype, "proj")(out), details
@@ -120,6 +137,7 @@ class Mlp(nn.Module):
 
 class Block(nn.Module):
     """Pre-LN transformer block: x += ls1·attn(norm1 x); x += ls2·mlp(norm2 x)."""
+
     num_heads: int
     mlp_ratio: float
     layerscale: float | None
@@ -131,8 +149,9 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, x, deterministic: bool = True):
         dim = x.shape[-1]
-        y, details = Attention(self.num_heads, self.dtype, self.return_details,
-                               self.attention_impl, name="attn")(_layer_norm("norm1")(x).astype(self.dtype))
+        y, details = Attention(
+            self.num_heads, self.dtype, self.return_details, self.attention_impl, name="attn"
+        )(_layer_norm("norm1")(x).astype(self.dtype))
         if self.layerscale is not None:
             y = LayerScale(self.layerscale, name="ls1")(y)
         x = x + DropPath(self.drop_path)(y, deterministic)
@@ -154,6 +173,7 @@ class PatchEmbed(nn.Module):
 
     ``kernel`` has the Flax conv layout (p, p, C_in, D).
     """
+
     patch_size: int
     embed_dim: int
     dtype: Dtype
@@ -163,13 +183,20 @@ class PatchEmbed(nn.Module):
         batch, height, width, channels = images.shape
         p = self.patch_size
         fan_in = p * p * channels
-        kernel = self.param("kernel", _logical(_fan_in_uniform, (None, None, None, "embed")),
-                            (p, p, channels, self.embed_dim), jnp.float32)
-        bias = self.param("bias", _logical(lambda k, s, d=jnp.float32: _fan_in_uniform(k, s, d, fan_in),
-                                           ("embed",)), (self.embed_dim,), jnp.float32)
+        kernel = self.param(
+            "kernel",
+            _logical(_fan_in_uniform, (None, None, None, "embed")),
+            (p, p, channels, self.embed_dim),
+            jnp.float32,
+        )
+        bias = self.param(
+            "bias",
+            _logical(lambda k, s, d=jnp.float32: _fan_in_uniform(k, s, d, fan_in), ("embed",)),
+            (self.embed_dim,),
+            jnp.float32,
+        )
         patches = images.astype(self.dtype).reshape(batch, height // p, p, width // p, p, channels)
-        return (jnp.einsum("bhpwqc,pqcd->bhwd", patches, kernel.astype(self.dtype))
-                + bias.astype(self.dtype))
+        return jnp.einsum("bhpwqc,pqcd->bhwd", patches, kernel.astype(self.dtype)) + bias.astype(self.dtype)
 
 
 class VisionTransformer(nn.Module):
@@ -190,6 +217,7 @@ class VisionTransformer(nn.Module):
       remat: rematerialise each block in the backward pass (memory for compute).
       attention_impl: ``jax.nn.dot_product_attention`` implementation (None, "xla", "cudnn").
     """
+
     patch_size: int = 16
     embed_dim: int = 384
     depth: int = 12
@@ -209,19 +237,25 @@ class VisionTransformer(nn.Module):
 
     def _position_embedding(self, grid_hw: tuple[int, int]) -> jax.Array:
         dim = self.embed_dim
-        pos = self.param("pos_embed", _logical(_trunc02, (None, None, "embed")),
-                         (1, 1 + self.pos_grid ** 2, dim), jnp.float32)
+        pos = self.param(
+            "pos_embed",
+            _logical(_trunc02, (None, None, "embed")),
+            (1, 1 + self.pos_grid**2, dim),
+            jnp.float32,
+        )
         cls_pos, patch_pos = pos[:, :1], pos[0, 1:].reshape(self.pos_grid, self.pos_grid, dim)
         mats = resize_matrices(self.pos_grid, grid_hw, self.interp_offset, self.interp_antialias)
         if mats is not None:
             rows, cols = (jnp.asarray(m, jnp.float32) for m in mats)
-            patch_pos = jnp.einsum("ij,jkd,lk->ild", rows, patch_pos, cols,
-                                   precision=jax.lax.Precision.HIGHEST)
+            patch_pos = jnp.einsum(
+                "ij,jkd,lk->ild", rows, patch_pos, cols, precision=jax.lax.Precision.HIGHEST
+            )
         return jnp.concatenate([cls_pos, patch_pos.reshape(1, -1, dim)], axis=1)
 
     @nn.compact
-    def __call__(self, images: jax.Array, masks: jax.Array | None = None,
-                 train: bool = False) -> dict[str, jax.Array]:
+    def __call__(
+        self, images: jax.Array, masks: jax.Array | None = None, train: bool = False
+    ) -> dict[str, jax.Array]:
         batch, height, width, _ = images.shape
         p, dim = self.patch_size, self.embed_dim
         if self.n_last_blocks < 1:
@@ -233,20 +267,32 @@ class VisionTransformer(nn.Module):
         x = PatchEmbed(p, dim, self.dtype, name="patch_embed")(images)
         x = x.reshape(batch, gh * gw, dim).astype(jnp.float32)
         if self.mask_token:
-            token = self.param("mask_token", _logical(nn.initializers.zeros, (None, "embed")), (1, dim), jnp.float32)
+            token = self.param(
+                "mask_token", _logical(nn.initializers.zeros, (None, "embed")), (1, dim), jnp.float32
+            )
             if masks is not None:
                 x = jnp.where(masks.reshape(batch, -1, 1), token[None], x)
         elif masks is not None:
             raise ValueError("this backbone has no mask token")
 
-        cls = self.param("cls_token", _logical(nn.initializers.normal(1e-6), (None, None, "embed")),
-                         (1, 1, dim), jnp.float32)
+        cls = self.param(
+            "cls_token",
+            _logical(nn.initializers.normal(1e-6), (None, None, "embed")),
+            (1, 1, dim),
+            jnp.float32,
+        )
         x = jnp.concatenate([jnp.broadcast_to(cls, (batch, 1, dim)), x], axis=1)
         x = x + self._position_embedding((gh, gw))
         if self.num_registers:
-            regs = self.param("register_tokens", _logical(nn.initializers.normal(1e-6), (None, None, "embed")),
-                              (1, self.num_registers, dim), jnp.float32)
-            x = jnp.concatenate([x[:, :1], jnp.broadcast_to(regs, (batch, self.num_registers, dim)), x[:, 1:]], 1)
+            regs = self.param(
+                "register_tokens",
+                _logical(nn.initializers.normal(1e-6), (None, None, "embed")),
+                (1, self.num_registers, dim),
+                jnp.float32,
+            )
+            x = jnp.concatenate(
+                [x[:, :1], jnp.broadcast_to(regs, (batch, self.num_registers, dim)), x[:, 1:]], 1
+            )
 
         block_cls = nn.remat(Block, static_argnums=(2,)) if self.remat else Block
         rates = np.linspace(0.0, self.drop_path_rate, self.depth)
@@ -255,9 +301,16 @@ class VisionTransformer(nn.Module):
         kept, details = [], {}
         for i in range(self.depth):
             last = i == self.depth - 1
-            x, details = block_cls(self.num_heads, self.mlp_ratio, self.layerscale, float(rates[i]),
-                                   self.dtype, return_details=last, attention_impl=self.attention_impl,
-                                   name=f"block_{i}")(x, not train)
+            x, details = block_cls(
+                self.num_heads,
+                self.mlp_ratio,
+                self.layerscale,
+                float(rates[i]),
+                self.dtype,
+                return_details=last,
+                attention_impl=self.attention_impl,
+                name=f"block_{i}",
+            )(x, not train)
             if i >= self.depth - min(self.n_last_blocks, self.depth):
                 kept.append(x)
         x = x.astype(jnp.float32)
@@ -281,4 +334,3 @@ class VisionTransformer(nn.Module):
             "attn_cls": details["cls_probs"][:, :, first_patch:].reshape(batch, self.num_heads, gh, gw),
             "last_blocks": jnp.stack([grid(norm(t.astype(jnp.float32))) for t in kept]),
         }
-

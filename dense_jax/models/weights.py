@@ -40,9 +40,11 @@ _PREFIX_RE = re.compile(r"^(.*?)(?:cls_token|embeddings\.cls_token)$")
 # Keys of heads/projectors that sit beside the backbone and are never imported.
 _HEAD_RE = re.compile(r"^(head|dino_head|ibot_head|projection_head|proj_head|mlp_head|fc|pooler)\.")
 
-TORCH_HINT = ("reading .pth files needs PyTorch (CPU build is enough): "
-              "`pip install torch==2.13.0`, or convert the file to .safetensors on a machine "
-              "that has torch: `python -m dense_jax.convert --in FILE.pth --out FILE.safetensors`")
+TORCH_HINT = (
+    "reading .pth files needs PyTorch (CPU build is enough): "
+    "`pip install torch==2.13.0`, or convert the file to .safetensors on a machine "
+    "that has torch: `python -m dense_jax.convert --in FILE.pth --out FILE.safetensors`"
+)
 
 
 class CheckpointMismatchError(ValueError):
@@ -50,6 +52,7 @@ class CheckpointMismatchError(ValueError):
 
 
 # ---------------------------------------------------------------- reading files
+
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
     """Raw (possibly nested) mapping of arrays stored in a weight file."""
@@ -59,10 +62,12 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
             f"weights file {path!r} not found. Download the checkpoint (e.g. "
             "https://dl.fbaipublicfiles.com/dinov2/dinov2_vits14/dinov2_vits14_reg4_pretrain.pth "
             "or https://dl.fbaipublicfiles.com/dino/dino_deitsmall16_pretrain/"
-            "dino_deitsmall16_pretrain.pth) and pass its local path.")
+            "dino_deitsmall16_pretrain.pth) and pass its local path."
+        )
     ext = os.path.splitext(path)[1].lower()
     if ext == ".safetensors":
         from safetensors.numpy import load_file
+
         return dict(load_file(path))
     if ext == ".npz":
         with np.load(path, allow_pickle=False) as data:
@@ -74,8 +79,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
             raise ImportError(TORCH_HINT) from err
         obj = torch.load(path, map_location="cpu", weights_only=True)
         return _torch_to_numpy(obj)
-    raise ValueError(f"unsupported weights format {ext!r} for {path!r}: "
-                     "use .pth/.pt/.ckpt, .safetensors or .npz")
+    raise ValueError(
+        f"unsupported weights format {ext!r} for {path!r}: use .pth/.pt/.ckpt, .safetensors or .npz"
+    )
 
 
 def _torch_to_numpy(obj: Any) -> Any:
@@ -90,6 +96,7 @@ def _torch_to_numpy(obj: Any) -> Any:
 
 
 # ---------------------------------------------------------------- normalising layouts
+
 
 def _unwrap(raw: Mapping[str, Any], select: str | None) -> Mapping[str, Any]:
     """Descend into nested training-checkpoint containers until arrays are reached."""
@@ -110,26 +117,33 @@ def _unwrap(raw: Mapping[str, Any], select: str | None) -> Mapping[str, Any]:
         else:
             raise CheckpointMismatchError(
                 f"cannot find a backbone state dict among containers {sorted(nested)}; "
-                "pass select=<container name>")
+                "pass select=<container name>"
+            )
 
 
 def _strip_prefix(flat: Mapping[str, Any], select: str | None) -> StateDict:
     """Keep the keys under one backbone prefix (``teacher.backbone.`` etc.), prefix removed."""
     prefixes = sorted({m.group(1) for k in flat if (m := _PREFIX_RE.match(k))})
     if not prefixes:
-        raise CheckpointMismatchError("no `cls_token` key found: this is not a ViT backbone state dict "
-                                      f"(first keys: {sorted(flat)[:8]})")
+        raise CheckpointMismatchError(
+            "no `cls_token` key found: this is not a ViT backbone state dict "
+            f"(first keys: {sorted(flat)[:8]})"
+        )
     if len(prefixes) > 1:
         wanted = [p for p in prefixes if select and p.startswith(select)]
         if len(wanted) != 1:
             raise CheckpointMismatchError(
-                f"several backbones in this file (prefixes {prefixes}); choose one with select=...")
+                f"several backbones in this file (prefixes {prefixes}); choose one with select=..."
+            )
         prefixes = wanted
     prefix = prefixes[0]
     if prefix.endswith("embeddings."):
         prefix = prefix[: -len("embeddings.")]
-    return {k[len(prefix):]: np.asarray(v) for k, v in flat.items()
-            if k.startswith(prefix) and not isinstance(v, Mapping)}
+    return {
+        k[len(prefix) :]: np.asarray(v)
+        for k, v in flat.items()
+        if k.startswith(prefix) and not isinstance(v, Mapping)
+    }
 
 
 def _from_hf(state: StateDict) -> StateDict:
@@ -146,10 +160,17 @@ def _from_hf(state: StateDict) -> StateDict:
         "layernorm.bias": "norm.bias",
     }
     per_block = {
-        "norm1": "norm1", "layernorm_before": "norm1", "norm2": "norm2", "layernorm_after": "norm2",
-        "attention.output.dense": "attn.proj", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2",
-        "intermediate.dense": "mlp.fc1", "output.dense": "mlp.fc2",
-        "layer_scale1.lambda1": "ls1.gamma", "layer_scale2.lambda1": "ls2.gamma",
+        "norm1": "norm1",
+        "layernorm_before": "norm1",
+        "norm2": "norm2",
+        "layernorm_after": "norm2",
+        "attention.output.dense": "attn.proj",
+        "mlp.fc1": "mlp.fc1",
+        "mlp.fc2": "mlp.fc2",
+        "intermediate.dense": "mlp.fc1",
+        "output.dense": "mlp.fc2",
+        "layer_scale1.lambda1": "ls1.gamma",
+        "layer_scale2.lambda1": "ls2.gamma",
     }
     qkv: dict[tuple[int, str], dict[str, np.ndarray]] = {}
     for key, value in state.items():
@@ -190,12 +211,13 @@ def normalize_state_dict(raw: Mapping[str, Any], select: str | None = None) -> S
         if _HEAD_RE.match(key):
             continue
         key = re.sub(r"^blocks\.\d+\.(\d+)\.", r"blocks.\1.", key)  # DINOv2 block chunks
-        key = {"reg_token": "register_tokens"}.get(key, key)     # timm
+        key = {"reg_token": "register_tokens"}.get(key, key)  # timm
         state[key] = value
     return state
 
 
 # ---------------------------------------------------------------- official <-> flax
+
 
 def _block_pairs(depth: int, layerscale: bool):
     """(official key, flax path, kind) for each tensor of each block."""
@@ -204,8 +226,12 @@ def _block_pairs(depth: int, layerscale: bool):
         for norm in ("norm1", "norm2"):
             yield b + norm + ".weight", f + (norm, "scale"), "vector"
             yield b + norm + ".bias", f + (norm, "bias"), "vector"
-        for tk, fk in (("attn.qkv", ("attn", "qkv")), ("attn.proj", ("attn", "proj")),
-                       ("mlp.fc1", ("mlp", "fc1")), ("mlp.fc2", ("mlp", "fc2"))):
+        for tk, fk in (
+            ("attn.qkv", ("attn", "qkv")),
+            ("attn.proj", ("attn", "proj")),
+            ("mlp.fc1", ("mlp", "fc1")),
+            ("mlp.fc2", ("mlp", "fc2")),
+        ):
             yield b + tk + ".weight", f + fk + ("kernel",), "linear"
             yield b + tk + ".bias", f + fk + ("bias",), "vector"
         if layerscale:
@@ -214,9 +240,12 @@ def _block_pairs(depth: int, layerscale: bool):
 
 
 def _key_table(cfg: Mapping[str, Any]):
-    table = [("cls_token", ("cls_token",), "same"), ("pos_embed", ("pos_embed",), "same"),
-             ("patch_embed.proj.weight", ("patch_embed", "kernel"), "conv"),
-             ("patch_embed.proj.bias", ("patch_embed", "bias"), "vector")]
+    table = [
+        ("cls_token", ("cls_token",), "same"),
+        ("pos_embed", ("pos_embed",), "same"),
+        ("patch_embed.proj.weight", ("patch_embed", "kernel"), "conv"),
+        ("patch_embed.proj.bias", ("patch_embed", "bias"), "vector"),
+    ]
     if cfg.get("mask_token"):
         table.append(("mask_token", ("mask_token",), "same"))
     if cfg.get("num_registers"):
@@ -226,10 +255,18 @@ def _key_table(cfg: Mapping[str, Any]):
     return table
 
 
-_TO_FLAX = {"same": lambda a: a, "vector": lambda a: a, "linear": lambda a: a.T,
-            "conv": lambda a: a.transpose(2, 3, 1, 0)}
-_TO_TORCH = {"same": lambda a: a, "vector": lambda a: a, "linear": lambda a: a.T,
-             "conv": lambda a: a.transpose(3, 2, 0, 1)}
+_TO_FLAX = {
+    "same": lambda a: a,
+    "vector": lambda a: a,
+    "linear": lambda a: a.T,
+    "conv": lambda a: a.transpose(2, 3, 1, 0),
+}
+_TO_TORCH = {
+    "same": lambda a: a,
+    "vector": lambda a: a,
+    "linear": lambda a: a.T,
+    "conv": lambda a: a.transpose(3, 2, 0, 1),
+}
 
 
 def _abstract_params(cfg: Mapping[str, Any]) -> dict:
@@ -251,8 +288,9 @@ def _get(tree: Mapping, path: tuple[str, ...]):
     return tree
 
 
-def official_to_flax(state: StateDict, cfg: Mapping[str, Any],
-                     ignore_unexpected: tuple[str, ...] = ()) -> dict:
+def official_to_flax(
+    state: StateDict, cfg: Mapping[str, Any], ignore_unexpected: tuple[str, ...] = ()
+) -> dict:
     """Flax params (float32 numpy) from an official-layout state dict, strictly checked.
 
     Raises `CheckpointMismatchError` listing every missing, unexpected and mis-shaped key.
@@ -271,18 +309,24 @@ def official_to_flax(state: StateDict, cfg: Mapping[str, Any],
         used.add(key)
         value = _TO_FLAX[kind](np.asarray(state[key]))
         if value.shape != want:
-            misshaped.append(f"{key}: file {tuple(np.asarray(state[key]).shape)} -> {tuple(value.shape)}, "
-                             f"model wants {tuple(want)}")
+            misshaped.append(
+                f"{key}: file {tuple(np.asarray(state[key]).shape)} -> {tuple(value.shape)}, "
+                f"model wants {tuple(want)}"
+            )
             continue
         _set(params, path, np.ascontiguousarray(value, dtype=np.float32))
     unexpected = [k for k in state if k not in used and not any(re.search(p, k) for p in ignore_unexpected)]
     if missing or unexpected or misshaped:
-        lines = ["checkpoint does not fit the backbone "
-                 f"(dim {cfg['embed_dim']}, depth {cfg['depth']}, patch {cfg['patch_size']}, "
-                 f"registers {cfg.get('num_registers', 0)}, layerscale {cfg.get('layerscale')}):"]
+        lines = [
+            "checkpoint does not fit the backbone "
+            f"(dim {cfg['embed_dim']}, depth {cfg['depth']}, patch {cfg['patch_size']}, "
+            f"registers {cfg.get('num_registers', 0)}, layerscale {cfg.get('layerscale')}):"
+        ]
         for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
             if items:
-                lines.append(f"  {len(items)} {title}: " + "; ".join(items[:12]) + (" ..." if len(items) > 12 else ""))
+                lines.append(
+                    f"  {len(items)} {title}: " + "; ".join(items[:12]) + (" ..." if len(items) > 12 else "")
+                )
         guess = infer_variant(state)
         if guess:
             lines.append(f"  the file looks like variant {guess!r}")
@@ -293,8 +337,10 @@ def official_to_flax(state: StateDict, cfg: Mapping[str, Any],
 def flax_to_official(params: Mapping, cfg: Mapping[str, Any]) -> StateDict:
     """Official DINO/DINOv2 state dict (float32 numpy) from Flax backbone params."""
     params = nn.unbox(params)
-    return {key: np.ascontiguousarray(_TO_TORCH[kind](np.asarray(jax.device_get(_get(params, path)))))
-            for key, path, kind in _key_table(cfg)}
+    return {
+        key: np.ascontiguousarray(_TO_TORCH[kind](np.asarray(jax.device_get(_get(params, path)))))
+        for key, path, kind in _key_table(cfg)
+    }
 
 
 def infer_variant(state: Mapping[str, np.ndarray]) -> str | None:
@@ -309,16 +355,24 @@ def infer_variant(state: Mapping[str, np.ndarray]) -> str | None:
     regs = state["register_tokens"].shape[1] if "register_tokens" in state else 0
     layerscale = "blocks.0.ls1.gamma" in state
     for name, cfg in VARIANTS.items():
-        if (cfg["embed_dim"], cfg["patch_size"], cfg["depth"], cfg["pos_grid"]) == (dim, patch, depth, grid) \
-                and cfg.get("num_registers", 0) == regs and (cfg.get("layerscale") is not None) == layerscale:
+        if (
+            (cfg["embed_dim"], cfg["patch_size"], cfg["depth"], cfg["pos_grid"]) == (dim, patch, depth, grid)
+            and cfg.get("num_registers", 0) == regs
+            and (cfg.get("layerscale") is not None) == layerscale
+        ):
             return name
     return None
 
 
 # ---------------------------------------------------------------- public API
 
-def load_backbone_params(path: str | os.PathLike, variant_cfg: Mapping[str, Any], select: str | None = None,
-                         ignore_unexpected: tuple[str, ...] = ()) -> dict:
+
+def load_backbone_params(
+    path: str | os.PathLike,
+    variant_cfg: Mapping[str, Any],
+    select: str | None = None,
+    ignore_unexpected: tuple[str, ...] = (),
+) -> dict:
     """Flax params for a backbone config from any supported weight file."""
     state = normalize_state_dict(read_state_dict(path), select)
     return official_to_flax(state, variant_cfg, ignore_unexpected)
@@ -334,6 +388,7 @@ def write_state_dict(state: StateDict, path: str | os.PathLike) -> None:
     ext = os.path.splitext(path)[1].lower()
     if ext == ".safetensors":
         from safetensors.numpy import save_file
+
         save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, path)
     elif ext == ".npz":
         np.savez(path, **state)
@@ -347,8 +402,9 @@ def write_state_dict(state: StateDict, path: str | os.PathLike) -> None:
         raise ValueError(f"unsupported output format {ext!r}: use .safetensors, .npz or .pth")
 
 
-def load(variant: str, path: str | os.PathLike | None = None, select: str | None = None, seed: int = 0,
-         **overrides):
+def load(
+    variant: str, path: str | os.PathLike | None = None, select: str | None = None, seed: int = 0, **overrides
+):
     """``(model, params)`` for a named variant, from a weight file or random init (path=None).
 
     ``variant="auto"`` reads the architecture from the file. Example::
@@ -363,7 +419,9 @@ def load(variant: str, path: str | os.PathLike | None = None, select: str | None
         state = normalize_state_dict(read_state_dict(path), select)
         variant = infer_variant(state)
         if variant is None:
-            raise CheckpointMismatchError("could not infer the backbone variant from the file; name it explicitly")
+            raise CheckpointMismatchError(
+                "could not infer the backbone variant from the file; name it explicitly"
+            )
     cfg = variant_config(variant, **overrides)
     model = create(variant, **overrides)
     if path is None:

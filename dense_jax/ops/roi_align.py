@@ -11,6 +11,7 @@ per-axis rules too. So each bin's average over its g_h × g_w samples is
 two small matmuls per box. The data-dependent sample count g = ceil(roi_size / out) is
 handled with a fixed maximum G (static) and a mask k < g (neco.md §1 step 2, §8).
 """
+
 from __future__ import annotations
 
 import math
@@ -31,7 +32,7 @@ def _axis_weights(start, bin_size, g, n_max: int, out: int, size: int):
     g_f = jnp.maximum(g, 1).astype(jnp.float32)[..., None, None]
     s, b = start[..., None, None], bin_size[..., None, None]
     # Same operation order as the CPU kernel: start + p·bin + (k + .5)·bin / g.
-    coord = s + p * b + (k + 0.5) * b / g_f                       # (..., out, G)
+    coord = s + p * b + (k + 0.5) * b / g_f  # (..., out, G)
     valid = (coord >= -1.0) & (coord <= size) & (k < g[..., None, None])
     coord = jnp.maximum(coord, 0.0)
     low = jnp.floor(coord).astype(jnp.int32)
@@ -39,14 +40,22 @@ def _axis_weights(start, bin_size, g, n_max: int, out: int, size: int):
     low = jnp.where(at_edge, size - 1, low)
     high = jnp.where(at_edge, size - 1, low + 1)
     frac = jnp.where(at_edge, 0.0, coord - low)
-    w = ((1.0 - frac)[..., None] * jax.nn.one_hot(low, size, dtype=jnp.float32)
-         + frac[..., None] * jax.nn.one_hot(high, size, dtype=jnp.float32))
-    w = jnp.where(valid[..., None], w, 0.0)                     # (..., out, G, size)
+    w = (1.0 - frac)[..., None] * jax.nn.one_hot(low, size, dtype=jnp.float32) + frac[
+        ..., None
+    ] * jax.nn.one_hot(high, size, dtype=jnp.float32)
+    w = jnp.where(valid[..., None], w, 0.0)  # (..., out, G, size)
     return w.sum(axis=-2)
 
 
-def roi_align(features, boxes, output_size: int = 7, spatial_scale: float = 1.0,
-              sampling_ratio: int = -1, aligned: bool = True, max_samples=None):
+def roi_align(
+    features,
+    boxes,
+    output_size: int = 7,
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = -1,
+    aligned: bool = True,
+    max_samples=None,
+):
     """ROI-align of NHWC `features` (B, H, W, C) over `boxes` (B, 4) or (B, K, 4).
 
     Boxes are (x1, y1, x2, y2) in feature-map coordinates (before `spatial_scale`); box b (or
@@ -80,14 +89,15 @@ def roi_align(features, boxes, output_size: int = 7, spatial_scale: float = 1.0,
         if max_samples is None:
             gy_max, gx_max = math.ceil(height / output_size), math.ceil(width / output_size)
         else:
-            gy_max, gx_max = ((max_samples, max_samples) if isinstance(max_samples, int)
-                              else tuple(max_samples))
+            gy_max, gx_max = (
+                (max_samples, max_samples) if isinstance(max_samples, int) else tuple(max_samples)
+            )
         g_h = jnp.clip(jnp.ceil(roi_h / output_size), 0, gy_max).astype(jnp.int32)
         g_w = jnp.clip(jnp.ceil(roi_w / output_size), 0, gx_max).astype(jnp.int32)
     count = jnp.maximum(g_h * g_w, 1).astype(jnp.float32)
 
-    a_y = _axis_weights(y1, bin_h, g_h, gy_max, output_size, height)   # (B, K, out, H)
-    a_x = _axis_weights(x1, bin_w, g_w, gx_max, output_size, width)    # (B, K, out, W)
+    a_y = _axis_weights(y1, bin_h, g_h, gy_max, output_size, height)  # (B, K, out, H)
+    a_x = _axis_weights(x1, bin_w, g_w, gx_max, output_size, width)  # (B, K, out, W)
     feats = features.astype(jnp.float32)
     rows = jnp.einsum("bkph,bhwc->bkpwc", a_y, feats, precision=_HIGHEST)
     out = jnp.einsum("bkpwc,bkqw->bkpqc", rows, a_x, precision=_HIGHEST)

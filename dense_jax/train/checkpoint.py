@@ -31,7 +31,8 @@ def _state_handler() -> ocp.PyTreeCheckpointHandler:
     The state of our models is small enough for the primary replica to write alone.
     """
     registry = ocp.type_handlers.create_type_handler_registry(
-        (jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False)))
+        (jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False))
+    )
     return ocp.PyTreeCheckpointHandler(type_handler_registry=registry)
 
 
@@ -42,26 +43,44 @@ class Checkpointer:
         self.directory = os.path.abspath(directory)
         self.manager = ocp.CheckpointManager(
             self.directory,
-            item_handlers={"state": _state_handler(), "data": grain.checkpoint.CheckpointHandler(),
-                           "meta": ocp.JsonCheckpointHandler()},
+            item_handlers={
+                "state": _state_handler(),
+                "data": grain.checkpoint.CheckpointHandler(),
+                "meta": ocp.JsonCheckpointHandler(),
+            },
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=config.ckpt.keep, enable_async_checkpointing=config.ckpt.async_save,
-                read_only=read_only, create=not read_only))
+                max_to_keep=config.ckpt.keep,
+                enable_async_checkpointing=config.ckpt.async_save,
+                read_only=read_only,
+                create=not read_only,
+            ),
+        )
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
     def save(self, step: int, state: TrainState, data_iter, config: mlc.ConfigDict) -> None:
-        self.manager.save(step, force=True, args=ocp.args.Composite(
-            state=ocp.args.PyTreeSave(state),
-            data=grain.checkpoint.CheckpointSave(data_iter),
-            meta=ocp.args.JsonSave({"step": step, "config": config.to_dict()})))
+        self.manager.save(
+            step,
+            force=True,
+            args=ocp.args.Composite(
+                state=ocp.args.PyTreeSave(state),
+                data=grain.checkpoint.CheckpointSave(data_iter),
+                meta=ocp.args.JsonSave({"step": step, "config": config.to_dict()}),
+            ),
+        )
 
     def restore(self, step: int, target: TrainState, data_iter) -> TrainState:
         """The state at `step` placed like `target`; `data_iter` is repositioned in place."""
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.PyTreeRestore(target, restore_args=ocp.checkpoint_utils.construct_restore_args(target)),
-            data=grain.checkpoint.CheckpointRestore(data_iter)))
+        restored = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(
+                    target, restore_args=ocp.checkpoint_utils.construct_restore_args(target)
+                ),
+                data=grain.checkpoint.CheckpointRestore(data_iter),
+            ),
+        )
         return restored["state"]
 
     def wait(self) -> None:
@@ -96,15 +115,22 @@ def teacher_backbone(path: str, target: Callable[[dict], object], hint: str = ""
     manager = ocp.CheckpointManager(
         _checkpoint_dir(os.path.abspath(path)),
         item_handlers={"state": _state_handler(), "meta": ocp.JsonCheckpointHandler()},
-        options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+        options=ocp.CheckpointManagerOptions(read_only=True, create=False),
+    )
     step = manager.latest_step()
     if step is None:
         raise FileNotFoundError(f"{path!r} holds no dense_jax checkpoint" + (f"; {hint}" if hint else ""))
     run_config = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]["config"]
     tree = "teacher" if run_config["teacher"].get("ema", True) else "params"
     item = {tree: {"backbone": target(run_config)}}
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True)))
+    restored = manager.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.PyTreeRestore(
+                item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True
+            )
+        ),
+    )
     manager.close()
     return restored["state"][tree]["backbone"], run_config, step
 
@@ -118,8 +144,11 @@ def _weights_file_backbone(config: mlc.ConfigDict, target) -> dict:
     # where an active rules table + mesh would demand concrete shardings.
     with nn.logical_axis_rules(()):
         loaded = weights.load_backbone_params(
-            config.init_from, registry.variant_config(config.model.variant, **overrides),
-            select=config.init_from_select or None, ignore_unexpected=tuple(config.init_from_ignore))
+            config.init_from,
+            registry.variant_config(config.model.variant, **overrides),
+            select=config.init_from_select or None,
+            ignore_unexpected=tuple(config.init_from_ignore),
+        )
     expected = jax.tree.map(lambda s: (s.shape, s.dtype), target)
     got = jax.tree.map(lambda a: (tuple(a.shape), jnp.dtype(a.dtype)), loaded)
     if jax.tree.structure(expected) != jax.tree.structure(got) or expected != got:
@@ -127,8 +156,9 @@ def _weights_file_backbone(config: mlc.ConfigDict, target) -> dict:
     return jax.device_put(loaded, jax.tree.map(lambda s: s.sharding, target))
 
 
-def load_pretrained_backbone(init: Callable[[], TrainState], shardings: TrainState,
-                             config: mlc.ConfigDict) -> tuple[TrainState, str]:
+def load_pretrained_backbone(
+    init: Callable[[], TrainState], shardings: TrainState, config: mlc.ConfigDict
+) -> tuple[TrainState, str]:
     """(state, origin): a fresh state whose student and teacher backbones come from
     ``config.init_from``: a weights file, or another dense_jax run (workdir or checkpoint
     directory), whose latest teacher backbone is taken. A missing path raises
@@ -153,8 +183,14 @@ def with_backbone(state: TrainState, backbone, config: mlc.ConfigDict) -> TrainS
     return state
 
 
-def restore_or_init(ckpt: Checkpointer, config: mlc.ConfigDict, init: Callable[[], TrainState],
-                    shardings: TrainState, data_iter, backbone=None) -> tuple[TrainState, str]:
+def restore_or_init(
+    ckpt: Checkpointer,
+    config: mlc.ConfigDict,
+    init: Callable[[], TrainState],
+    shardings: TrainState,
+    data_iter,
+    backbone=None,
+) -> tuple[TrainState, str]:
     """(state, where it came from). `data_iter` is repositioned when a checkpoint is used;
     `backbone` (params placed like the state's) starts a fresh run in place of ``init_from``."""
     step = ckpt.latest_step()

@@ -25,20 +25,20 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm import tqdm
 
-from dense_jax.data import pipeline, sources
+from dense_jax.core import sharding as shd
 from dense_jax.core.schedules import Schedules
+from dense_jax.data import pipeline, sources
 from dense_jax.models import build
 from dense_jax.train import optim
-from dense_jax.core import sharding as shd
 from dense_jax.train import state as state_lib
 from dense_jax.train.checkpoint import Checkpointer, restore_or_init
 from dense_jax.train.step import make_step
 
 
-
 class PeriodicEval(Protocol):
     """An evaluation during training (`dense_jax.eval.periodic` builds them from
     ``config.evals``): run on the evaluated backbone's params in the training mesh."""
+
     name: str
 
     def due(self, step: int, total: int) -> bool: ...
@@ -65,6 +65,7 @@ def resolve_config(config: mlc.ConfigDict, num_examples: int) -> mlc.ConfigDict:
 @dataclasses.dataclass
 class _Logger:
     """Host-side bookkeeping: pending device metrics, JSONL, progress bar, image counts."""
+
     workdir: str
     images_per_step: int
     bar: Any
@@ -90,7 +91,8 @@ class _Logger:
                 raise NonFiniteLossError(
                     f"non-finite {', '.join(bad)} at step {s} (loss={v['loss']}, "
                     f"grad_norm={v['grad_norm']}); stopping. The last good checkpoint is step "
-                    f"{ckpt.latest_step()} in {ckpt.directory}.")
+                    f"{ckpt.latest_step()} in {ckpt.directory}."
+                )
         record = {k: float(np.mean([v[k] for v in values])) for k in values[0]}
         record.update(step=step, skipped_images=self.skipped)
         now = time.perf_counter()
@@ -99,8 +101,10 @@ class _Logger:
             record["step_time_s"] = (now - self.timer[0]) / (step - self.timer[1])
         self.timer = (now, step)
         self.write(record)
-        self.bar.set_postfix(loss=f"{record['loss']:.4f}", **(
-            {"img/s": f"{record['img_per_s']:.1f}"} if "img_per_s" in record else {}))
+        self.bar.set_postfix(
+            loss=f"{record['loss']:.4f}",
+            **({"img/s": f"{record['img_per_s']:.1f}"} if "img_per_s" in record else {}),
+        )
         return record
 
     def write(self, record: dict, name: str = "metrics.jsonl") -> None:
@@ -114,7 +118,8 @@ class _Logger:
         if self.skipped > max_bad_fraction * max(self.read, dataset_size):
             raise TooManyUnreadableError(
                 f"{self.skipped} unreadable images skipped for {self.read} read (data.max_bad_fraction"
-                f"={max_bad_fraction}); check the dataset files")
+                f"={max_bad_fraction}); check the dataset files"
+            )
 
 
 class _Preemption:
@@ -139,6 +144,7 @@ class _Preemption:
 @dataclasses.dataclass(frozen=True)
 class Trainer:
     """Everything `train` builds before stepping; also what the tests drive directly."""
+
     config: mlc.ConfigDict  # resolved
     method: ModuleType
     source: sources.SkipUnreadable
@@ -151,16 +157,25 @@ class Trainer:
 
     def data_iterator(self):
         transform = getattr(self.method, "transform", None)
-        return iter(pipeline.build(self.config, self.source, jax.process_index(), jax.process_count(),
-                                   transform(self.config) if transform else None))
+        return iter(
+            pipeline.build(
+                self.config,
+                self.source,
+                jax.process_index(),
+                jax.process_count(),
+                transform(self.config) if transform else None,
+            )
+        )
 
     def evaluated_backbone(self, state: state_lib.TrainState) -> Any:
         """The backbone the evaluations score: the EMA teacher's, else the student's."""
         return (state.teacher if self.config.teacher.ema else state.params)["backbone"]
 
     def device_batch(self, host_batch: dict) -> dict:
-        return shd.to_global({k: v for k, v in host_batch.items() if k not in pipeline.HOST_KEYS},
-                             shd.batch_sharding(self.mesh))
+        return shd.to_global(
+            {k: v for k, v in host_batch.items() if k not in pipeline.HOST_KEYS},
+            shd.batch_sharding(self.mesh),
+        )
 
 
 def mesh_and_rules(config: mlc.ConfigDict):
@@ -169,35 +184,51 @@ def mesh_and_rules(config: mlc.ConfigDict):
     return shd.make_mesh(config.mesh.shape), shd.logical_rules(config.mesh.fsdp)
 
 
-def build_trainer(config: mlc.ConfigDict, method: ModuleType, mesh: Mesh, rules,
-                  source: sources.Source | None = None) -> Trainer:
+def build_trainer(
+    config: mlc.ConfigDict, method: ModuleType, mesh: Mesh, rules, source: sources.Source | None = None
+) -> Trainer:
     """Data source (``config.data``'s unless given), optimizer, sharded state init and jitted
     step of `method` for `config`."""
-    source = (sources.training_source(config.data) if source is None
-              else sources.SkipUnreadable(source, config.data.max_consecutive_bad))
+    source = (
+        sources.training_source(config.data)
+        if source is None
+        else sources.SkipUnreadable(source, config.data.max_consecutive_bad)
+    )
     config = resolve_config(config, len(source))
     if config.data.batch_size % mesh.shape["data"]:
-        raise ValueError(f"data.batch_size={config.data.batch_size} is not divisible by the "
-                         f"{mesh.shape['data']} devices of the 'data' mesh axis")
+        raise ValueError(
+            f"data.batch_size={config.data.batch_size} is not divisible by the "
+            f"{mesh.shape['data']} devices of the 'data' mesh axis"
+        )
     key_init, key_steps = jax.random.split(jax.random.key(config.seed))
     abstract_params = jax.eval_shape(lambda k: nn.unbox(state_lib.init_params(config, method, k)), key_init)
     tx = optim.build(config, getattr(method, "param_groups", build.param_groups)(abstract_params))
     init, shardings = state_lib.create(config, method, tx, mesh, rules, key_init)
-    return Trainer(config, method, source, mesh, tx, init, shardings,
-                   make_step(config, method, tx, shardings, mesh),
-                   jax.device_put(key_steps, shd.replicated(mesh)))
+    return Trainer(
+        config,
+        method,
+        source,
+        mesh,
+        tx,
+        init,
+        shardings,
+        make_step(config, method, tx, shardings, mesh),
+        jax.device_put(key_steps, shd.replicated(mesh)),
+    )
 
 
-def train(config: mlc.ConfigDict, method: ModuleType, workdir: str,
-          evals: Sequence[PeriodicEval] = ()) -> state_lib.TrainState:
+def train(
+    config: mlc.ConfigDict, method: ModuleType, workdir: str, evals: Sequence[PeriodicEval] = ()
+) -> state_lib.TrainState:
     """Train `method` under `config` in `workdir` (resuming what is there); returns the final state."""
     mesh, rules = mesh_and_rules(config)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         return run(build_trainer(config, method, mesh, rules), workdir, evals)
 
 
-def fit(config: mlc.ConfigDict, method: ModuleType, source: sources.Source, workdir: str,
-        backbone: Any = None) -> state_lib.TrainState:
+def fit(
+    config: mlc.ConfigDict, method: ModuleType, source: sources.Source, workdir: str, backbone: Any = None
+) -> state_lib.TrainState:
     """Train `method` on an in-memory or custom `source` (not ``config.data``'s), optionally
     starting from given `backbone` params (an evaluated model): what the evaluation protocols
     that train (the linear probes) call, handed to them by the CLIs."""
@@ -206,8 +237,9 @@ def fit(config: mlc.ConfigDict, method: ModuleType, source: sources.Source, work
         return run(build_trainer(config, method, mesh, rules, source), workdir, backbone=backbone)
 
 
-def run(trainer: Trainer, workdir: str, evals: Sequence[PeriodicEval] = (),
-        backbone: Any = None) -> state_lib.TrainState:
+def run(
+    trainer: Trainer, workdir: str, evals: Sequence[PeriodicEval] = (), backbone: Any = None
+) -> state_lib.TrainState:
     """Restore or initialise in `workdir`, then step to the end (or to a SIGTERM).
 
     `backbone`: params that replace the fresh init's backbone (when no checkpoint is there).
@@ -223,8 +255,14 @@ def run(trainer: Trainer, workdir: str, evals: Sequence[PeriodicEval] = (),
     start = int(jax.device_get(state.step))
     total = Schedules(config).total_steps
     writes = jax.process_index() == 0
-    bar = tqdm(total=total, initial=start, unit="step", disable=not writes, dynamic_ncols=True,
-               desc=f"{config.method} ({origin})")
+    bar = tqdm(
+        total=total,
+        initial=start,
+        unit="step",
+        disable=not writes,
+        dynamic_ncols=True,
+        desc=f"{config.method} ({origin})",
+    )
     log = _Logger(workdir, config.data.batch_size, bar)
     preemption = _Preemption()
     ids_file = os.path.join(workdir, f"batch_ids.{jax.process_index()}.jsonl")
@@ -250,8 +288,12 @@ def run(trainer: Trainer, workdir: str, evals: Sequence[PeriodicEval] = (),
                 if due:
                     with jax.transfer_guard("allow"):
                         for ev in due:
-                            log.write({"step": done, **ev.run(trainer.evaluated_backbone(state), done,
-                                                              trainer.mesh)})
+                            log.write(
+                                {
+                                    "step": done,
+                                    **ev.run(trainer.evaluated_backbone(state), done, trainer.mesh),
+                                }
+                            )
                 if stop:
                     if writes:
                         tqdm.write(f"preempted: checkpoint saved at step {done} in {ckpt.directory}")

@@ -45,6 +45,7 @@ def clip_per_tensor(max_norm: float) -> optax.GradientTransformation:
         def clip(g):
             coef = max_norm / (jnp.linalg.norm(g.ravel()) + 1e-6)
             return jnp.where(coef < 1.0, g * coef, g)
+
         return jax.tree.map(clip, updates), state
 
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
@@ -58,6 +59,7 @@ def _decay_and_lr(lr_scale: float) -> optax.GradientTransformationExtraArgs:
             if _is_decayed(path, p):
                 u = u + wd * p
             return -lr * lr_scale * u
+
         return jax.tree_util.tree_map_with_path(one, updates, params), state
 
     return optax.GradientTransformationExtraArgs(lambda params: optax.EmptyState(), update)
@@ -88,8 +90,9 @@ def _group_transform(o: mlc.ConfigDict, lr_scale: float) -> optax.GradientTransf
     if o.name == "sgd":
         return optax.chain(_coupled_decay(), optax.trace(decay=o.sgd_momentum), _scale_by_lr(lr_scale))
     if o.name == "adam":
-        return optax.chain(_coupled_decay(), optax.scale_by_adam(b1=o.b1, b2=o.b2, eps=o.eps),
-                           _scale_by_lr(lr_scale))
+        return optax.chain(
+            _coupled_decay(), optax.scale_by_adam(b1=o.b1, b2=o.b2, eps=o.eps), _scale_by_lr(lr_scale)
+        )
     raise ValueError(f"unknown optim.name {o.name!r}; use adamw, sgd or adam")
 
 

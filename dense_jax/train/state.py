@@ -19,8 +19,8 @@ import optax
 from flax import struct
 from jax.sharding import Mesh
 
-from dense_jax.models import build
 from dense_jax.core import sharding as shd
+from dense_jax.models import build
 
 
 class TrainState(struct.PyTreeNode):
@@ -32,6 +32,7 @@ class TrainState(struct.PyTreeNode):
     ``config.teacher.ema`` is off. model_state: e.g. ``{"head": {"batch_stats": ...}}``, ``{}``
     for models without BatchNorm.
     """
+
     step: jax.Array
     params: Any
     teacher: Any
@@ -48,8 +49,9 @@ def init_variables(config: mlc.ConfigDict, method: ModuleType, rng: jax.Array) -
     size = config.crops.global_size
     backbone_params = {}
     if config.model.variant:
-        backbone_params, _ = build.init_variables(build.backbone(config.model), key_backbone,
-                                                  (1, size, size, 3))
+        backbone_params, _ = build.init_variables(
+            build.backbone(config.model), key_backbone, (1, size, size, 3)
+        )
     input_shape = getattr(method, "head_input_shape", build.head_input_shape)(config)
     head_params, head_state = build.init_head(config, method.heads(config), key_head, input_shape)
     return {"backbone": backbone_params, "head": head_params}, ({"head": head_state} if head_state else {})
@@ -60,8 +62,14 @@ def init_params(config: mlc.ConfigDict, method: ModuleType, rng: jax.Array) -> d
     return init_variables(config, method, rng)[0]
 
 
-def create(config: mlc.ConfigDict, method: ModuleType, tx: optax.GradientTransformation,
-           mesh: Mesh, rules, rng: jax.Array) -> tuple[Callable[[], TrainState], TrainState]:
+def create(
+    config: mlc.ConfigDict,
+    method: ModuleType,
+    tx: optax.GradientTransformation,
+    mesh: Mesh,
+    rules,
+    rng: jax.Array,
+) -> tuple[Callable[[], TrainState], TrainState]:
     """(init, shardings): ``init()`` returns a fresh state placed with ``shardings``.
 
     The teacher starts as a copy of the student (croc.md §3), unless the method defines
@@ -85,22 +93,32 @@ def create(config: mlc.ConfigDict, method: ModuleType, tx: optax.GradientTransfo
             teacher = jax.tree.map(jnp.copy, params)
         else:
             teacher = init_teacher(config, params, key_teacher)
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, teacher=teacher,
-                          opt_state=tx.init(params), aux=aux, model_state=model_state)
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            teacher=teacher,
+            opt_state=tx.init(params),
+            aux=aux,
+            model_state=model_state,
+        )
 
     abstract_params, abstract_aux, abstract_model_state = jax.eval_shape(boxed)
     param_sh = shd.logical_to_mesh(abstract_params, mesh, rules)
     abstract = jax.eval_shape(build)
     repl = shd.replicated(mesh)
     shardings = TrainState(
-        step=repl, params=param_sh, teacher=param_sh if config.teacher.ema else {},
+        step=repl,
+        params=param_sh,
+        teacher=param_sh if config.teacher.ema else {},
         opt_state=shd.like_params(abstract.opt_state, abstract.params, param_sh, repl),
         aux=shd.logical_to_mesh(abstract_aux, mesh, rules),
-        model_state=shd.logical_to_mesh(abstract_model_state, mesh, rules))
+        model_state=shd.logical_to_mesh(abstract_model_state, mesh, rules),
+    )
     return jax.jit(build, out_shardings=shardings), shardings
 
 
 def abstract_state(init: Callable[[], TrainState], shardings: TrainState) -> TrainState:
     """ShapeDtypeStructs (with shardings) of the state, for restore targets."""
-    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                        jax.eval_shape(init), shardings)
+    return jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), jax.eval_shape(init), shardings
+    )

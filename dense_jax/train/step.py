@@ -29,34 +29,61 @@ from dense_jax.core.schedules import Schedules
 from dense_jax.train.state import TrainState
 
 
-def make_step(config: mlc.ConfigDict, method: ModuleType, tx: optax.GradientTransformationExtraArgs,
-              state_shardings: TrainState, mesh: Mesh):
+def make_step(
+    config: mlc.ConfigDict,
+    method: ModuleType,
+    tx: optax.GradientTransformationExtraArgs,
+    state_shardings: TrainState,
+    mesh: Mesh,
+):
     """The jitted step for a resolved config (see `loop.resolve_config`)."""
     schedules = Schedules(config)
 
     def train_step(state: TrainState, batch: dict, rng: jax.Array):
         step = state.step
-        ctx = StepContext(config=config, mesh=mesh, schedules=schedules, step=step,
-                          rng=jax.random.fold_in(rng, step), model_state=state.model_state)
+        ctx = StepContext(
+            config=config,
+            mesh=mesh,
+            schedules=schedules,
+            step=step,
+            rng=jax.random.fold_in(rng, step),
+            model_state=state.model_state,
+        )
         grad_fn = jax.value_and_grad(method.loss, has_aux=True)
         (loss, out), grads = grad_fn(state.params, state.teacher, state.aux, batch, ctx)
         out = LossOutput(*out)
         lr, wd = schedules.lr(step), schedules.weight_decay(step)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params, lr=lr, wd=wd,
-                                       freeze=schedules.freeze_last_layer(step))
+        updates, opt_state = tx.update(
+            grads, state.opt_state, state.params, lr=lr, wd=wd, freeze=schedules.freeze_last_layer(step)
+        )
         params = optax.apply_updates(state.params, updates)
-        metrics = {**out.metrics, "loss": loss, "lr": lr, "weight_decay": wd,
-                   "grad_norm": optax.tree.norm(grads)}
+        metrics = {
+            **out.metrics,
+            "loss": loss,
+            "lr": lr,
+            "weight_decay": wd,
+            "grad_norm": optax.tree.norm(grads),
+        }
         teacher = state.teacher
         if config.teacher.ema:
             momentum = schedules.momentum(step)
             teacher = jax.tree.map(lambda t, s: momentum * t + (1.0 - momentum) * s, teacher, params)
             metrics["momentum"] = momentum
         model_state = state.model_state if out.model_state is None else out.model_state
-        new_state = state.replace(step=step + 1, params=params, teacher=teacher,
-                                  opt_state=opt_state, aux=out.aux, model_state=model_state)
+        new_state = state.replace(
+            step=step + 1,
+            params=params,
+            teacher=teacher,
+            opt_state=opt_state,
+            aux=out.aux,
+            model_state=model_state,
+        )
         return new_state, metrics
 
     repl = shd.replicated(mesh)
-    return jax.jit(train_step, in_shardings=(state_shardings, shd.batch_sharding(mesh), repl),
-                   out_shardings=(state_shardings, repl), donate_argnums=(0,))
+    return jax.jit(
+        train_step,
+        in_shardings=(state_shardings, shd.batch_sharding(mesh), repl),
+        out_shardings=(state_shardings, repl),
+        donate_argnums=(0,),
+    )

@@ -1,4 +1,5 @@
 """Config variants: ``path:a,b`` applies the named variants of a config file left to right."""
+
 import importlib
 import pathlib
 
@@ -9,8 +10,10 @@ from ml_collections import config_flags
 from configs import dino_coco, neco_dinov2
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-CONFIGS = [p.relative_to(REPO).with_suffix("").as_posix().replace("/", ".")
-           for p in sorted(REPO.glob("configs/**/*.py"))]
+CONFIGS = [
+    p.relative_to(REPO).with_suffix("").as_posix().replace("/", ".")
+    for p in sorted(REPO.glob("configs/**/*.py"))
+]
 CONFIGS = [name for name in CONFIGS if hasattr(importlib.import_module(name), "get_config")]
 
 

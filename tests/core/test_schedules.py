@@ -1,4 +1,5 @@
 """Schedules against DINO's array definitions (croc.md §7, check 11)."""
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -19,7 +20,9 @@ def dino_cosine_array(base, final, epochs, niter, warmup_epochs=0, start_warmup=
 def test_cosine_matches_dino_array(warmup_epochs):
     epochs, niter = 30, 7
     ref = dino_cosine_array(2e-3, 1e-6, epochs, niter, warmup_epochs)
-    steps = np.array([0, 1, warmup_epochs * niter - 1, warmup_epochs * niter, 100, len(ref) - 1, len(ref) + 5])
+    steps = np.array(
+        [0, 1, warmup_epochs * niter - 1, warmup_epochs * niter, 100, len(ref) - 1, len(ref) + 5]
+    )
     steps = np.clip(steps, 0, None)
     got = np.asarray(schedules.cosine(jnp.asarray(steps), 2e-3, 1e-6, epochs * niter, warmup_epochs * niter))
     np.testing.assert_allclose(got, ref[np.minimum(steps, len(ref) - 1)], rtol=1e-5, atol=1e-9)

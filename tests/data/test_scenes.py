@@ -96,8 +96,10 @@ def test_objects_classes_and_colour():
     means = np.array([np.mean(c, 0) for c in class_colours])  # (classes, RGB)
     within_std = np.mean([np.std(c, 0) for c in class_colours])
     spread = np.abs(means[:, None] - means[None]).max()
-    print(f"\nclass mean RGB: max pairwise diff {spread:.1f}, within-class std {within_std:.1f}, "
-          f"ratio {spread / within_std:.2f}; scenes per class {counts}")
+    print(
+        f"\nclass mean RGB: max pairwise diff {spread:.1f}, within-class std {within_std:.1f}, "
+        f"ratio {spread / within_std:.2f}; scenes per class {counts}"
+    )
     assert spread < 0.35 * within_std
 
 

@@ -79,8 +79,10 @@ def _voc(root, aug=True, sbd=False):
         data = root / "benchmark_RELEASE" / "dataset"
         (data / "cls").mkdir(parents=True)
         for i in SBD_ONLY + ["2007_000001", "2007_000003"]:
-            scipy.io.savemat(data / "cls" / f"{i}.mat",
-                             {"GTcls": {"Segmentation": _mask(0, 12), "CategoriesPresent": [12]}})
+            scipy.io.savemat(
+                data / "cls" / f"{i}.mat",
+                {"GTcls": {"Segmentation": _mask(0, 12), "CategoriesPresent": [12]}},
+            )
         _lines(data / "train.txt", SBD_ONLY[:1] + ["2007_000003"])
         _lines(data / "val.txt", SBD_ONLY[1:] + ["2007_000001"])
     return root
@@ -171,8 +173,7 @@ def test_truncated_file_and_bad_values_raise_then_exclusion_skips(tmp_path):
     root = _voc(tmp_path / "VOCdevkit")
     voc = root / "VOC2012"
     buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (H * 8, W * 8, 3), np.uint8)).save(
-        buf, "JPEG")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (H * 8, W * 8, 3), np.uint8)).save(buf, "JPEG")
     _png(voc / "SegmentationClass" / "2007_000003.png", _mask(0, 15, h=H * 8, w=W * 8), palette=True)
     (voc / "JPEGImages" / "2007_000003.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
     _png(voc / "SegmentationClass" / "2007_000004.png", _mask(0, 100), palette=True)  # 100: no class
@@ -182,8 +183,9 @@ def test_truncated_file_and_bad_values_raise_then_exclusion_skips(tmp_path):
         reader[0]
     with pytest.raises(seg.UnreadableSampleError, match=r"values \[100\]"):
         reader.read_mask(1)
-    lists.write_excluded(lists.list_path(lists.lists_dir(root), "voc", "excluded"),
-                         {"2007_000003": "truncated"})
+    lists.write_excluded(
+        lists.list_path(lists.lists_dir(root), "voc", "excluded"), {"2007_000003": "truncated"}
+    )
     reader = seg.VOCSegmentation(root, "val")
     assert reader.ids == ("2007_000004",) and "truncated" in dict(reader.skipped)["2007_000003"]
 
@@ -191,16 +193,25 @@ def test_truncated_file_and_bad_values_raise_then_exclusion_skips(tmp_path):
 # ---------------------------------------------------------------------------- missing data
 
 
-@pytest.mark.parametrize("kind, split, words", [
-    (seg.VOCSegmentation, "val", ["VOCtrainval_11-May-2012.tar", "VOC2012/JPEGImages",
-                                  "ImageSets/Segmentation"]),
-    (seg.COCOThings, "train", ["panoptic_annotations_trainval2017.zip", "train2017",
-                               "stuffthingmaps_trainval2017"]),
-    (seg.COCOStuff, "val", ["stuff_annotations_trainval2017.zip", "stuff_val2017_pixelmaps"]),
-    (seg.ADE20K, "train", ["ADEChallengeData2016.zip", "annotations/{training,validation}"]),
-    (seg.PascalContext, "val", ["trainval_merged.json", "SegmentationClassContext"]),
-    (seg.DAVIS2017, "val", ["DAVIS-2017-trainval-480p.zip", "Annotations/480p"]),
-])
+@pytest.mark.parametrize(
+    "kind, split, words",
+    [
+        (
+            seg.VOCSegmentation,
+            "val",
+            ["VOCtrainval_11-May-2012.tar", "VOC2012/JPEGImages", "ImageSets/Segmentation"],
+        ),
+        (
+            seg.COCOThings,
+            "train",
+            ["panoptic_annotations_trainval2017.zip", "train2017", "stuffthingmaps_trainval2017"],
+        ),
+        (seg.COCOStuff, "val", ["stuff_annotations_trainval2017.zip", "stuff_val2017_pixelmaps"]),
+        (seg.ADE20K, "train", ["ADEChallengeData2016.zip", "annotations/{training,validation}"]),
+        (seg.PascalContext, "val", ["trainval_merged.json", "SegmentationClassContext"]),
+        (seg.DAVIS2017, "val", ["DAVIS-2017-trainval-480p.zip", "Annotations/480p"]),
+    ],
+)
 def test_missing_dataset_message(tmp_path, kind, split, words):
     with pytest.raises(FileNotFoundError) as info:
         kind(tmp_path / "data", split)
@@ -218,13 +229,33 @@ def test_coco_tables():
     things, stuff = seg.coco_things_lut(), seg.coco_stuff_lut()
     assert list(seg.COCO_THINGS_CLASSES) == sorted(seg.COCO_THINGS_CLASSES)
     assert list(seg.COCO_STUFF_CLASSES) == sorted(seg.COCO_STUFF_CLASSES)
-    expected = {1: 9, 2: 11, 9: 11, 10: 8, 18: 1, 25: 1, 27: 0, 33: 0, 34: 10, 44: 7, 52: 4,
-                62: 5, 70: 5, 72: 3, 78: 2, 84: 6, 90: 6, 0: 255, 92: 255, 183: 255, 200: 255}
+    expected = {
+        1: 9,
+        2: 11,
+        9: 11,
+        10: 8,
+        18: 1,
+        25: 1,
+        27: 0,
+        33: 0,
+        34: 10,
+        44: 7,
+        52: 4,
+        62: 5,
+        70: 5,
+        72: 3,
+        78: 2,
+        84: 6,
+        90: 6,
+        0: 255,
+        92: 255,
+        183: 255,
+        200: 255,
+    }
     assert {k: int(things[k]) for k in expected} == expected
     stuff_ids = [i for ids in seg.COCO_STUFF_IDS.values() for i in ids]
     assert sorted(stuff_ids) == list(range(92, 183))  # every stuff id exactly once
-    assert [int(stuff[i]) for i in (0, 95, 101, 106, 157, 171, 182, 183)] == [
-        255, 0, 2, 8, 8, 12, 9, 255]
+    assert [int(stuff[i]) for i in (0, 95, 101, 106, 157, 171, 182, 183)] == [255, 0, 2, 8, 8, 12, 9, 255]
     assert set(things[things >= 0].tolist()) == set(range(12)) | {255}
     assert set(stuff[stuff >= 0].tolist()) == set(range(15)) | {255}
 
@@ -241,19 +272,25 @@ def _coco(root):
     ann = root / "annotations"
     # Panoptic: dog segment 1001, person 5, crowd person 70000, stuff 2000 (tree-merged), void 0.
     segment_rows = [1001, 5, 70000, 2000, 0, 1001]
-    _png(ann / "panoptic_train2017" / "000000000001.png",
-         _rgb_ids([[v] * W for v in segment_rows]))
+    _png(ann / "panoptic_train2017" / "000000000001.png", _rgb_ids([[v] * W for v in segment_rows]))
     _png(ann / "panoptic_train2017" / "000000000002.png", _rgb_ids(np.zeros((H, W))))
     categories = [
         {"id": 1, "name": "person", "supercategory": "person", "isthing": 1},
         {"id": 18, "name": "dog", "supercategory": "animal", "isthing": 1},
         {"id": 184, "name": "tree-merged", "supercategory": "plant", "isthing": 0},
     ]
-    segments = [{"id": i, "category_id": c, "iscrowd": crowd}
-                for i, c, crowd in ((1001, 18, 0), (5, 1, 0), (70000, 1, 1), (2000, 184, 0))]
-    (ann / "panoptic_train2017.json").write_text(json.dumps({  # image 2 has no annotation
-        "categories": categories,
-        "annotations": [{"file_name": "000000000001.png", "image_id": 1, "segments_info": segments}]}))
+    segments = [
+        {"id": i, "category_id": c, "iscrowd": crowd}
+        for i, c, crowd in ((1001, 18, 0), (5, 1, 0), (70000, 1, 1), (2000, 184, 0))
+    ]
+    (ann / "panoptic_train2017.json").write_text(
+        json.dumps(
+            {  # image 2 has no annotation
+                "categories": categories,
+                "annotations": [{"file_name": "000000000001.png", "image_id": 1, "segments_info": segments}],
+            }
+        )
+    )
     # Stuff pixelmaps: unlabeled 0, building 95, sky 157, solid 182, things ("other") 183.
     for n in ("000000000001", "000000000002"):
         _png(ann / "stuff_train2017_pixelmaps" / f"{n}.png", _mask(0, 95, 157, 182, 183))
@@ -349,8 +386,9 @@ def _davis(root):
         for t in range(n):
             _jpg(davis / "JPEGImages" / "480p" / seq / f"{t:05d}.jpg", seed=t)
             w = W + 2 if (seq, t) == ("blackswan", 1) else W  # one mis-sized annotation
-            _png(davis / "Annotations" / "480p" / seq / f"{t:05d}.png",
-                 _mask(0, 1, 2, 255, w=w), palette=True)
+            _png(
+                davis / "Annotations" / "480p" / seq / f"{t:05d}.png", _mask(0, 1, 2, 255, w=w), palette=True
+            )
     _lines(davis / "ImageSets" / "2017" / "val.txt", ["bear", "blackswan"])
     _lines(davis / "ImageSets" / "2017" / "train.txt", ["dogs-jump"])
     return davis

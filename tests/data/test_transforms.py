@@ -1,4 +1,5 @@
 """Multi-crop geometry (croc.md §2/§9.1, cribo.md §2, neco.md §1/§7.8) and eval transforms."""
+
 import dataclasses
 import math
 
@@ -30,8 +31,14 @@ def _dino(**kw):
 
 def _no_photometric(spec):
     n = spec.n_global
-    return dataclasses.replace(spec, jitter_p=0.0, gray_p=0.0, global_blur_p=(0.0,) * n,
-                               local_blur_p=0.0, global_solarize_p=(0.0,) * n)
+    return dataclasses.replace(
+        spec,
+        jitter_p=0.0,
+        gray_p=0.0,
+        global_blur_p=(0.0,) * n,
+        local_blur_p=0.0,
+        global_solarize_p=(0.0,) * n,
+    )
 
 
 def _decode(views, spec, kx, ky):
@@ -72,7 +79,7 @@ def test_sample_crop_box_statistics_and_determinism():
         span = scale[1] - scale[0]
         assert area.min() < scale[0] + 0.02 * span and area.max() > scale[1] - 0.1 * span
         assert aspect.min() < 0.78 and aspect.max() > 1.28
-        assert len(set(boxes[:, 0])) > 100 and len(set(boxes[:, 1])) > 100   # positions vary
+        assert len(set(boxes[:, 0])) > 100 and len(set(boxes[:, 1])) > 100  # positions vary
 
     a = [T.sample_crop_box(np.random.default_rng(7), hw, (0.25, 1.0)) for _ in range(3)]
     b = [T.sample_crop_box(np.random.default_rng(8), hw, (0.25, 1.0)) for _ in range(3)]
@@ -82,8 +89,8 @@ def test_sample_crop_box_statistics_and_determinism():
 
 def test_sample_crop_box_fallback_is_torchvision_centre_crop():
     rng = np.random.default_rng(0)
-    assert T.sample_crop_box(rng, (10, 1000), (0.9, 1.0)) == (493, 0, 506, 10)   # w=round(10·4/3)
-    assert T.sample_crop_box(rng, (1000, 10), (0.9, 1.0)) == (0, 493, 10, 506)   # h=round(10·4/3)
+    assert T.sample_crop_box(rng, (10, 1000), (0.9, 1.0)) == (493, 0, 506, 10)  # w=round(10·4/3)
+    assert T.sample_crop_box(rng, (1000, 10), (0.9, 1.0)) == (0, 493, 10, 506)  # h=round(10·4/3)
     # fits the ratio: whole image whenever no try fits (scale > 1 never fits)
     assert T.sample_crop_box(rng, (300, 350), (1.5, 2.0)) == (0, 0, 350, 300)
 
@@ -96,9 +103,9 @@ def test_patch_centers_croc_fixture():
     box = (20, 10, 220, 160)
     pos = T.patch_centers(box, False, 14)
     assert pos.shape == (196, 2) and pos.dtype == np.float32
-    np.testing.assert_allclose(pos[0, 0], 20 + 0.5 * 200 / 14 - 0.5, atol=1e-4)      # 26.643
+    np.testing.assert_allclose(pos[0, 0], 20 + 0.5 * 200 / 14 - 0.5, atol=1e-4)  # 26.643
     np.testing.assert_allclose(pos[13 * 14, 1], 10 + 13.5 * 150 / 14 - 0.5, atol=1e-4)  # 154.143
-    np.testing.assert_allclose(pos[1, 0] - pos[0, 0], 200 / 14, atol=1e-4)       # row-major
+    np.testing.assert_allclose(pos[1, 0] - pos[0, 0], 200 / 14, atol=1e-4)  # row-major
     flipped = T.patch_centers(box, True, 14)
     np.testing.assert_allclose(flipped[0, 0], 212.357, atol=1e-3)
     np.testing.assert_allclose(flipped[:, 1], pos[:, 1])
@@ -107,10 +114,13 @@ def test_patch_centers_croc_fixture():
 
 
 @pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
-@pytest.mark.parametrize("height,width,kx,ky,sizes", [
-    (60, 84, 3, 4, (96, 64)),       # every crop is upscaled: fine coordinate encoding
-    (180, 250, 1, 1, (64, 32)),     # downscaled (PIL antialias) crops
-])
+@pytest.mark.parametrize(
+    "height,width,kx,ky,sizes",
+    [
+        (60, 84, 3, 4, (96, 64)),  # every crop is upscaled: fine coordinate encoding
+        (180, 250, 1, 1, (64, 32)),  # downscaled (PIL antialias) crops
+    ],
+)
 def test_views_contain_their_reported_pixels(interpolation, height, width, kx, ky, sizes):
     """Each view's pixels equal the original coordinates implied by its box and flip, and its
     patch means equal `patch_centers`. Tolerance: the uint8 encoding (½ level = 0.5/k px) plus,
@@ -119,7 +129,9 @@ def test_views_contain_their_reported_pixels(interpolation, height, width, kx, k
     output pixels) of the crop edge are skipped: PIL clamps its kernel there."""
     spec = dataclasses.replace(
         _no_photometric(_dino(n_local=3, global_size=sizes[0], local_size=sizes[1])),
-        interpolation=interpolation, patch_size=8)
+        interpolation=interpolation,
+        patch_size=8,
+    )
     image = _coordinate_image(height, width, kx, ky)
     transform = T.MultiCropTransform(spec)
     flips_seen = set()
@@ -128,8 +140,9 @@ def test_views_contain_their_reported_pixels(interpolation, height, width, kx, k
         np.testing.assert_array_equal(out["image_hw"], [height, width])
         for kind, size in zip(("global", "local"), sizes):
             coords = _decode(out[kind], spec, kx, ky)
-            for view, box, flip, pos in zip(coords, out[f"{kind}_box"], out[f"{kind}_flip"],
-                                            out[f"{kind}_pos"]):
+            for view, box, flip, pos in zip(
+                coords, out[f"{kind}_box"], out[f"{kind}_flip"], out[f"{kind}_pos"]
+            ):
                 flips_seen.add(bool(flip))
                 x1, y1, x2, y2 = box
                 down = max((x2 - x1) / size, (y2 - y1) / size)
@@ -174,11 +187,12 @@ def test_neco_box_records_map_to_the_same_region():
             np.testing.assert_allclose(gc[g, g], [0, 0, 56, 56], atol=1e-4)
             np.testing.assert_allclose(all_[g, g], [0, 0, 56, 56], atol=1e-4)
             for v in range(6):
-                inter = np.concatenate([np.maximum(boxes[g, :2], boxes[v, :2]),
-                                        np.minimum(boxes[g, 2:], boxes[v, 2:])])
+                inter = np.concatenate(
+                    [np.maximum(boxes[g, :2], boxes[v, :2]), np.minimum(boxes[g, 2:], boxes[v, 2:])]
+                )
                 for frame, rec in ((g, gc[g, v]), (v, all_[v, g])):
                     scale = np.tile((boxes[frame, 2:] - boxes[frame, :2]) / sizes[frame], 2)
-                    back = boxes[frame, [0, 1, 0, 1]] + rec * scale      # invert crop+resize
+                    back = boxes[frame, [0, 1, 0, 1]] + rec * scale  # invert crop+resize
                     np.testing.assert_allclose(back, inter, atol=1e-3)
         # overlap constraint: > int(1% HW) with every earlier global, 2% between globals
         area = hw[0] * hw[1]
@@ -216,7 +230,7 @@ def test_intersection_boxes_degenerate_and_identity():
     np.testing.assert_allclose(in_a[0, 2], [25, 25, 50, 50])
     np.testing.assert_allclose(in_b[2, 0], [0, 0, 20, 20])
     disjoint = in_a[0, 1]
-    assert disjoint[2] == disjoint[0] and disjoint[3] == disjoint[1]      # zero-area box
+    assert disjoint[2] == disjoint[0] and disjoint[3] == disjoint[1]  # zero-area box
 
 
 def test_overlap_retry_is_capped_and_keeps_the_best(monkeypatch):
@@ -233,12 +247,13 @@ def test_overlap_retry_is_capped_and_keeps_the_best(monkeypatch):
     monkeypatch.setattr(T, "sample_crop_box", recording)
     spec = _neco_small(min_overlap=0.9, max_tries=5)
     out = T.MultiCropTransform(spec).random_map(
-        {"image": np.zeros((90, 120, 3), np.uint8)}, np.random.default_rng(0))
+        {"image": np.zeros((90, 120, 3), np.uint8)}, np.random.default_rng(0)
+    )
     assert len(calls) == 1 + 5 * 5
     chosen = np.concatenate([out["global_box"], out["local_box"]])
     for view in range(1, 6):
-        cands = np.asarray(calls[1 + 5 * (view - 1): 1 + 5 * view], float)
-        prior = chosen[:min(view, 2)].astype(float)
+        cands = np.asarray(calls[1 + 5 * (view - 1) : 1 + 5 * view], float)
+        prior = chosen[: min(view, 2)].astype(float)
         ov = np.asarray([T._intersection_area(c, prior).min() for c in cands])
         np.testing.assert_array_equal(chosen[view], cands[int(np.argmax(ov))])
     assert np.all(np.isfinite(out["gc"])) and np.all(out["gc"][..., 2:] >= out["gc"][..., :2])
@@ -253,8 +268,7 @@ def test_multicrop_outputs_determinism_and_grain():
     transform = T.MultiCropTransform(spec)
     a = transform.random_map({"image": image}, np.random.default_rng(3))
     b = transform.random_map({"image": image}, np.random.default_rng(3))
-    assert set(a) == {"global", "global_box", "global_flip", "local", "local_box", "local_flip",
-                      "image_hw"}
+    assert set(a) == {"global", "global_box", "global_flip", "local", "local_box", "local_flip", "image_hw"}
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
     assert a["global"].shape == (2, 32, 32, 3) and a["global"].dtype == np.float32
@@ -264,8 +278,11 @@ def test_multicrop_outputs_determinism_and_grain():
     assert set(gray) == {"global", "global_box", "global_flip", "global_pos", "image_hw"}
     assert gray["global_pos"].shape == (2, 4, 2)
 
-    ds = (grain.MapDataset.source([{"image": image}] * 4)
-          .random_map(transform, seed=1).batch(2, drop_remainder=True))
+    ds = (
+        grain.MapDataset.source([{"image": image}] * 4)
+        .random_map(transform, seed=1)
+        .batch(2, drop_remainder=True)
+    )
     batch = ds[0]
     assert batch["global"].shape == (2, 2, 32, 32, 3) and batch["local_box"].shape == (2, 2, 4)
     assert not np.array_equal(batch["global"][0], batch["global"][1])
@@ -278,7 +295,7 @@ def test_photometric_ops_forced():
     spec = dataclasses.replace(base, ratio=(1.0, 1.0), global_scale=(1.0, 1.0), flip_p=0.0)
     plain = T.MultiCropTransform(spec).random_map({"image": image}, np.random.default_rng(0))
     rgb = np.rint((plain["global"][0] * np.float32(spec.std) + np.float32(spec.mean)) * 255)
-    np.testing.assert_array_equal(rgb, image)           # full crop, same size: identity
+    np.testing.assert_array_equal(rgb, image)  # full crop, same size: identity
 
     def run(**kw):
         s = dataclasses.replace(spec, **kw)
@@ -294,7 +311,7 @@ def test_photometric_ops_forced():
     blur = run(global_blur_p=(1.0, 1.0))
     roughness = np.abs(np.diff(image.astype(float), axis=0)).mean()
     assert np.abs(np.diff(blur[0], axis=0)).mean() < roughness
-    bright = run(jitter_p=1.0, jitter=(0.4, 0.0, 0.0, 0.0))[0]     # brightness only: x·f
+    bright = run(jitter_p=1.0, jitter=(0.4, 0.0, 0.0, 0.0))[0]  # brightness only: x·f
     ok = (image > 20) & (bright < 255)
     f = np.median(bright[ok] / image[ok])
     assert 0.6 <= f <= 1.4 and np.abs(bright - np.clip(np.rint(image * f), 0, 255)).max() <= 1
@@ -315,10 +332,11 @@ def test_eval_transform():
     mask[0, 0] = 255
     img, m = T.eval_transform(image, mask, 20)
     assert img.shape == (20, 20, 3) and img.dtype == np.float32
-    np.testing.assert_allclose(img[0, 0], (128 / 255 - np.asarray(T.IMAGENET_MEAN))
-                               / np.asarray(T.IMAGENET_STD), atol=1e-6)
+    np.testing.assert_allclose(
+        img[0, 0], (128 / 255 - np.asarray(T.IMAGENET_MEAN)) / np.asarray(T.IMAGENET_STD), atol=1e-6
+    )
     assert m.shape == (20, 20) and m.dtype == np.int64 and set(np.unique(m)) <= set(np.unique(mask))
-    img2, m2 = T.eval_transform(image, mask.astype(np.uint8), (60, 100))   # exact 2× upsample
+    img2, m2 = T.eval_transform(image, mask.astype(np.uint8), (60, 100))  # exact 2× upsample
     assert img2.shape == (60, 100, 3) and m2.dtype == np.uint8
     np.testing.assert_array_equal(m2[::2, ::2], mask.astype(np.uint8))
     np.testing.assert_array_equal(m2[1::2, 1::2], mask.astype(np.uint8))

@@ -1,6 +1,7 @@
 """K-means segmentation protocol (evaluation.md §3a, §8.12): our JAX pipeline (standardise,
 PCA, K-means, nearest-upsampled ids, Hungarian / greedy many-to-one) against scikit-learn and
 an independent numpy scoring of the reference procedure."""
+
 import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
@@ -56,8 +57,9 @@ def reference_miou(ids, gt, k, hungarian):
     else:
         mapping = counts.argmax(0)
     pred = mapping[ids]
-    return np.mean([((pred == c) & (gt == c)).sum() / max(((pred == c) | (gt == c)).sum(), 1e-8)
-                    for c in range(C)])
+    return np.mean(
+        [((pred == c) & (gt == c)).sum() / max(((pred == c) | (gt == c)).sum(), 1e-8) for c in range(C)]
+    )
 
 
 def sklearn_scores(tokens, gt, k, seeds, hungarian):
@@ -87,8 +89,9 @@ def test_standardise_and_pca_match_sklearn(blobs):
 
 def test_k_equals_classes_hungarian_matches_sklearn(blobs):
     tokens, gt = blobs
-    result = clustering.run(FakeContext(config((C,)), {"patch": tokens, "labels": gt,
-                                                       "show": np.zeros((0,))}))
+    result = clustering.run(
+        FakeContext(config((C,)), {"patch": tokens, "labels": gt, "show": np.zeros((0,))})
+    )
     ours = result["per_k"][str(C)]
     assert ours["matching"] == "hungarian"
     ref = sklearn_scores(tokens, gt, C, 3, hungarian=True)
@@ -99,8 +102,9 @@ def test_k_equals_classes_hungarian_matches_sklearn(blobs):
 def test_overclustering_greedy_many_to_one_matches_sklearn(blobs):
     tokens, gt = blobs
     k = 3 * C
-    result = clustering.run(FakeContext(config((k,)), {"patch": tokens, "labels": gt,
-                                                       "show": np.zeros((0,))}))
+    result = clustering.run(
+        FakeContext(config((k,)), {"patch": tokens, "labels": gt, "show": np.zeros((0,))})
+    )
     ours = result["per_k"][str(k)]
     assert ours["matching"] == "many-to-one (precision)"
     # With 12 clusters on overlapping classes the two K-means reach different local optima
@@ -111,7 +115,8 @@ def test_overclustering_greedy_many_to_one_matches_sklearn(blobs):
     z = clustering.reduce(tokens, 4, 1000, 0).reshape(-1, 4)
     ids = clustering.cluster(z, k, 0, config((k,)).kmeans).reshape(N, GRID, GRID)
     assert ours["miou_per_seed"][0] == pytest.approx(
-        reference_miou(ids.repeat(2, 1).repeat(2, 2), gt, k, hungarian=False), abs=1e-12)
+        reference_miou(ids.repeat(2, 1).repeat(2, 2), gt, k, hungarian=False), abs=1e-12
+    )
 
 
 def test_one_hot_gt_features_give_hungarian_one_for_every_seed():
@@ -120,6 +125,7 @@ def test_one_hot_gt_features_give_hungarian_one_for_every_seed():
     classes = rng.integers(0, C, (N, GRID, GRID))
     tokens = np.eye(C, DIM, dtype=np.float32)[classes]
     gt = classes.repeat(2, 1).repeat(2, 2).astype(np.uint8)
-    result = clustering.run(FakeContext(config((C,)), {"patch": tokens, "labels": gt,
-                                                       "show": np.zeros((0,))}))
+    result = clustering.run(
+        FakeContext(config((C,)), {"patch": tokens, "labels": gt, "show": np.zeros((0,))})
+    )
     assert result["per_k"][str(C)]["miou_per_seed"] == [1.0, 1.0, 1.0]

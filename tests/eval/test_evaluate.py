@@ -1,6 +1,7 @@
 """Evaluation CLI (dense_jax/evaluate.py): every protocol on the built-in scenes, results.json
 and PNGs, the dataset layouts the default configs point at, the missing-dataset
 message and backbones from a dense_jax training workdir."""
+
 import json
 import os
 import subprocess
@@ -20,14 +21,20 @@ from dense_jax.train.checkpoint import Checkpointer
 from tests.data.test_segmentation import _davis, _voc
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PNGS = {"linear": ("linear_predictions.png",), "kmeans": ("kmeans_clusters.png",),
-        "hbird": ("hbird_predictions.png", "hbird_neighbours.png"),
-        "davis": ("davis_propagation.png",), "cbfe": ("cbfe.png",)}
-SUMMARIES = {"linear": {"miou", "miou_hungarian", "miou_corrected"},
-             "kmeans": {"k9", "k12"},
-             "hbird": {"1/4_reference", "1/4_corrected", "full_reference", "full_corrected"},
-             "davis": {"j_and_f", "j_mean", "f_mean"},
-             "cbfe": {"cbfe_miou", "val_fg_iou", "val_attention_fg_iou"}}
+PNGS = {
+    "linear": ("linear_predictions.png",),
+    "kmeans": ("kmeans_clusters.png",),
+    "hbird": ("hbird_predictions.png", "hbird_neighbours.png"),
+    "davis": ("davis_propagation.png",),
+    "cbfe": ("cbfe.png",),
+}
+SUMMARIES = {
+    "linear": {"miou", "miou_hungarian", "miou_corrected"},
+    "kmeans": {"k9", "k12"},
+    "hbird": {"1/4_reference", "1/4_corrected", "full_reference", "full_corrected"},
+    "davis": {"j_and_f", "j_mean", "f_mean"},
+    "cbfe": {"cbfe_miou", "val_fg_iou", "val_attention_fg_iou"},
+}
 
 
 def tiny_demo(protocols):
@@ -39,8 +46,18 @@ def tiny_demo(protocols):
     c.output.n_show = 2
     c.linear.update(dict(epochs=2, batch_size=8, label_size=16, eval_size=64))
     c.kmeans.update(dict(ks=(9, 12), seeds=2, label_size=16, n_iter=10, n_init=1))
-    c.hbird.update(dict(size=64, k=5, memory_size=1024, epochs=1, fractions=(1 / 4, 1.0),
-                        seeds=(42,), query_batch_size=8, chunk_size=256))
+    c.hbird.update(
+        dict(
+            size=64,
+            k=5,
+            memory_size=1024,
+            epochs=1,
+            fractions=(1 / 4, 1.0),
+            seeds=(42,),
+            query_batch_size=8,
+            chunk_size=256,
+        )
+    )
     c.davis.update(dict(short_side=64, multiple=32))
     c.cbfe.update(dict(k_fg=8, seeds=1, label_size=16, n_iter=10, n_init=1))
     return c
@@ -104,11 +121,21 @@ def test_davis_protocol_reads_the_davis_layout(tmp_path):
 
 def test_missing_dataset_is_one_clear_error(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "dense_jax.evaluate", "--config=configs/eval/linear_voc.py",
-         f"--workdir={tmp_path}", f"--config.data.root={tmp_path / 'nowhere'}",
-         "--config.model.variant=vit_demo16"],  # the backbone is built before the data opens
-        cwd=REPO, capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"),
-        timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "dense_jax.evaluate",
+            "--config=configs/eval/linear_voc.py",
+            f"--workdir={tmp_path}",
+            f"--config.data.root={tmp_path / 'nowhere'}",
+            "--config.model.variant=vit_demo16",
+        ],  # the backbone is built before the data opens
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+        timeout=120,
+    )
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
     assert "error: Pascal VOC 2012 not found" in out.stderr

@@ -1,5 +1,6 @@
 """CBFE attention foreground (evaluation.md §3c, case F of §6): kept attention mass, the
 torchvision Gaussian blur, small-component removal, per-image cluster precision."""
+
 import types
 
 import jax.numpy as jnp
@@ -50,14 +51,15 @@ def test_gaussian_blur_is_torchvision_reflect():
         np.testing.assert_allclose(o, ndimage.correlate(m, np.outer(k1, k1), mode="mirror"), atol=1e-6)
     delta = np.zeros((1, 9, 9), np.float32)
     delta[0, 4, 4] = 1.0
-    np.testing.assert_allclose(foreground.blur(jnp.asarray(delta), 7, 0.6)[0, 1:8, 1:8],
-                               np.outer(k1, k1), atol=1e-7)
+    np.testing.assert_allclose(
+        foreground.blur(jnp.asarray(delta), 7, 0.6)[0, 1:8, 1:8], np.outer(k1, k1), atol=1e-7
+    )
 
 
 def test_small_components_are_removed_with_8_connectivity():
     m = np.zeros((1, 6, 6), bool)
-    m[0, 0, 0] = True                    # single cell: removed
-    m[0, 2, 0] = m[0, 3, 1] = True       # diagonal pair (one 8-connected component of 2): removed
+    m[0, 0, 0] = True  # single cell: removed
+    m[0, 2, 0] = m[0, 3, 1] = True  # diagonal pair (one 8-connected component of 2): removed
     m[0, 0, 3] = m[0, 1, 4] = m[0, 2, 5] = True  # diagonal chain of 3: kept
     out = foreground.remove_small(m, 3)
     expected = np.zeros_like(m)

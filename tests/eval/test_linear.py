@@ -1,4 +1,5 @@
 """Linear segmentation probe (evaluation.md §2, §8.7, §8.14)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,10 +7,10 @@ import pytest
 import torch
 
 from configs.eval import base
-from dense_jax.eval import features, linear, metrics
 from dense_jax.core.sharding import make_mesh
-from dense_jax.train import loop
+from dense_jax.eval import features, linear, metrics
 from dense_jax.ops.resize import bilinear_upsample, nearest_resize
+from dense_jax.train import loop
 
 PATCH, GRID, NUM_CLASSES = 16, 4, 5
 
@@ -37,16 +38,20 @@ def oracle_backbone(params, images):
     cls = (jnp.round(red * 255 / 40) - 1).astype(jnp.int32)
     b, h, w = cls.shape
     onehot = jax.nn.one_hot(cls, 8).reshape(b, h // PATCH, PATCH, w // PATCH, PATCH, 8).mean((2, 4))
-    return {"patch": onehot, "last_blocks": jnp.stack([onehot] * 4),
-            "attn_cls": jnp.ones((b, 2, h // PATCH, w // PATCH))}
+    return {
+        "patch": onehot,
+        "last_blocks": jnp.stack([onehot] * 4),
+        "attn_cls": jnp.ones((b, 2, h // PATCH, w // PATCH)),
+    }
 
 
 def block_config():
     c = base.make("linear", "voc", "demo")
     c.data.update(dict(num_classes=NUM_CLASSES, limit_train=48, limit_val=16))
     c.input.update(dict(size=GRID * PATCH, batch_size=16))
-    c.linear.update(dict(label_size=16, eval_size=16, epochs=40, batch_size=16, lr=1.0,
-                         milestones=(), augment=False))
+    c.linear.update(
+        dict(label_size=16, eval_size=16, epochs=40, batch_size=16, lr=1.0, milestones=(), augment=False)
+    )
     return c
 
 
@@ -87,18 +92,21 @@ def test_perfect_features_reach_the_oracle(block_sources, variant):
 def test_bilinear_upsample_matches_torch():
     x = np.random.default_rng(0).normal(size=(2, 7, 9, 3)).astype(np.float32)
     ours = np.asarray(bilinear_upsample(jnp.asarray(x), (30, 41)))
-    ref = torch.nn.functional.interpolate(torch.from_numpy(x).permute(0, 3, 1, 2), size=(30, 41),
-                                          mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
+    ref = torch.nn.functional.interpolate(
+        torch.from_numpy(x).permute(0, 3, 1, 2), size=(30, 41), mode="bilinear", align_corners=False
+    ).permute(0, 2, 3, 1)
     np.testing.assert_allclose(ours, ref.numpy(), atol=1e-5)
 
 
 def test_nearest_resize_matches_torch():
     x = np.random.default_rng(0).integers(0, 50, size=(3, 448, 448)).astype(np.uint8)
     ours = nearest_resize(x, 100)
-    ref = torch.nn.functional.interpolate(torch.from_numpy(x[:, None].astype(np.float32)), size=(100, 100),
-                                          mode="nearest")[:, 0].numpy()
+    ref = torch.nn.functional.interpolate(
+        torch.from_numpy(x[:, None].astype(np.float32)), size=(100, 100), mode="nearest"
+    )[:, 0].numpy()
     np.testing.assert_array_equal(ours, ref)
     ids = np.arange(28 * 28).reshape(1, 28, 28)
-    ref = torch.nn.functional.interpolate(torch.from_numpy(ids[:, None].astype(np.float32)), size=(100, 100),
-                                          mode="nearest")[:, 0].numpy()
+    ref = torch.nn.functional.interpolate(
+        torch.from_numpy(ids[:, None].astype(np.float32)), size=(100, 100), mode="nearest"
+    )[:, 0].numpy()
     np.testing.assert_array_equal(nearest_resize(ids, 100), ref)

@@ -6,6 +6,7 @@ on this CPU. The SSL demo does not yet learn the colour-blind scene classes in C
 (``benchmarks/scenes_learnability.md``). Each protocol must score it clearly above random
 init, so a protocol that ignores its features (or scores every backbone alike) fails here.
 """
+
 import importlib
 
 import pytest

@@ -1,4 +1,5 @@
 """Hummingbird retrieval (evaluation.md §1, §8.6, §8.9) against an independent numpy reference."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -70,9 +71,19 @@ def test_metric_matches_numpy_reference():
 
     q = jnp.asarray(queries.reshape(-1, d))
     sims, idx = knn(q, jnp.asarray(mem), k, metric="dot")
-    cm, _ = retrieval.aggregate(sims, idx, jnp.linalg.norm(q, axis=-1), jnp.asarray(counts, jnp.uint16),
-                                jnp.asarray(gt), jnp.ones(3, bool), patch, num_classes, 255, t)
-    ref_cm, ref_miou = np_hbird(mem, counts / patch ** 2, queries, gt, k, t, num_classes, 255)
+    cm, _ = retrieval.aggregate(
+        sims,
+        idx,
+        jnp.linalg.norm(q, axis=-1),
+        jnp.asarray(counts, jnp.uint16),
+        jnp.asarray(gt),
+        jnp.ones(3, bool),
+        patch,
+        num_classes,
+        255,
+        t,
+    )
+    ref_cm, ref_miou = np_hbird(mem, counts / patch**2, queries, gt, k, t, num_classes, 255)
     np.testing.assert_array_equal(np.asarray(cm), ref_cm)
     ours = report.supervised_scores(np.asarray(cm), 255)["miou_hungarian"]
     assert ours == pytest.approx(ref_miou, abs=1e-12)
@@ -91,15 +102,26 @@ def test_self_retrieval_k1_returns_own_labels():
     masks = rng.integers(0, num_classes, size=(2, g * patch, g * patch)).astype(np.uint8)
     feats = rng.normal(size=(2, g, g, d)).astype(np.float32)
     keys = jax.random.split(jax.random.key(0), 2)
-    mem, counts, idx = retrieval.memory_rows(jnp.asarray(feats), jnp.asarray(masks), keys,
-                                             patch, num_classes, g * g)
+    mem, counts, idx = retrieval.memory_rows(
+        jnp.asarray(feats), jnp.asarray(masks), keys, patch, num_classes, g * g
+    )
     np.testing.assert_array_equal(idx, np.broadcast_to(np.arange(g * g), (2, g * g)))
     q = jnp.asarray(feats.reshape(-1, d))
     sims, nn = knn(q, mem.reshape(-1, d), 1, metric="dot")
     np.testing.assert_array_equal(np.asarray(nn[:, 0]), np.arange(2 * g * g))
-    _, pred = retrieval.aggregate(sims, nn, jnp.linalg.norm(q, axis=-1), counts.reshape(-1, num_classes),
-                                  jnp.asarray(masks), jnp.ones(2, bool), patch, num_classes, 255, 0.02)
-    own = np.asarray(counts, np.float64).reshape(2, g, g, num_classes) / patch ** 2
+    _, pred = retrieval.aggregate(
+        sims,
+        nn,
+        jnp.linalg.norm(q, axis=-1),
+        counts.reshape(-1, num_classes),
+        jnp.asarray(masks),
+        jnp.ones(2, bool),
+        patch,
+        num_classes,
+        255,
+        0.02,
+    )
+    own = np.asarray(counts, np.float64).reshape(2, g, g, num_classes) / patch**2
     expected = np.stack([np_bilinear(o, g * patch).argmax(-1) for o in own])
     np.testing.assert_array_equal(np.asarray(pred), expected)
 
@@ -132,7 +154,9 @@ def test_sampling_scores_spec_example():
 def test_balanced_subsets_are_nested_distinct_and_balanced():
     rng = np.random.default_rng(3)
     presence = [np.unique(rng.integers(0, 6, size=3)) for _ in range(400)]
-    subsets = retrieval.balanced_subsets(presence, (1 / 64, 1 / 8, 1 / 4, 1.0), seed=42, fg_classes=range(1, 6))
+    subsets = retrieval.balanced_subsets(
+        presence, (1 / 64, 1 / 8, 1 / 4, 1.0), seed=42, fg_classes=range(1, 6)
+    )
     small, mid, big = subsets[1 / 64], subsets[1 / 8], subsets[1 / 4]
     assert set(small) <= set(mid) <= set(big)
     for f, s in subsets.items():
@@ -145,10 +169,14 @@ def test_balanced_subsets_are_nested_distinct_and_balanced():
 
 def test_memory_item_geometry_and_void_mapping():
     rng = np.random.default_rng(0)
-    item = {"image": np.full((40, 60, 3), 128, np.uint8), "mask": np.full((40, 60), 255, np.uint8),
-            "index": 7}
-    out = retrieval.memory_item(item, rng, 32, (0.5, 2.0), (3 / 4, 4 / 3), 0.1, 0.5, 0,
-                                (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    item = {
+        "image": np.full((40, 60, 3), 128, np.uint8),
+        "mask": np.full((40, 60), 255, np.uint8),
+        "index": 7,
+    }
+    out = retrieval.memory_item(
+        item, rng, 32, (0.5, 2.0), (3 / 4, 4 / 3), 0.1, 0.5, 0, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    )
     assert out["image"].shape == (32, 32, 3) and out["mask"].shape == (32, 32)
     assert (out["mask"] == 0).all()  # VOC: void -> background in the memory
     x1, y1, x2, y2 = out["box"]

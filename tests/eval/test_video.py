@@ -1,13 +1,14 @@
 """DAVIS label propagation (evaluation.md §4, §8.13): hand-computed affinity weights, exact
 propagation with colour-coded oracle features, and J&F with the first/last frames excluded."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from configs.eval import base
-from dense_jax.eval import features, video
 from dense_jax.core.sharding import make_mesh
+from dense_jax.eval import features, video
 
 P, H, W = 16, 64, 128  # 4 × 8 patches
 
@@ -41,7 +42,7 @@ def moving_columns(t=5):
     """Objects 1 (two patches wide) and 2 (one patch) move right by one patch per frame."""
     out = np.zeros((t, 8), np.int64)
     for i in range(t):
-        out[i, i:i + 2], out[i, i + 3] = 1, 2
+        out[i, i : i + 2], out[i, i + 3] = 1, 2
     return out
 
 
@@ -56,8 +57,7 @@ def ctx(tmp_path):
 @pytest.mark.parametrize("columns", [static_columns(), moving_columns()], ids=["static", "moving"])
 def test_propagation_reproduces_the_masks_exactly(ctx, columns, monkeypatch, tmp_path):
     frames, masks = clip(columns)
-    monkeypatch.setattr(video, "open_videos",
-                        lambda _: [{"image": frames, "mask": masks, "id": "clip"}])
+    monkeypatch.setattr(video, "open_videos", lambda _: [{"image": frames, "mask": masks, "id": "clip"}])
     with jax.set_mesh(ctx.mesh):
         pred = video.segment_video(ctx, frames, masks[0])
         result = video.run(ctx)
@@ -71,19 +71,30 @@ def test_propagation_reproduces_the_masks_exactly(ctx, columns, monkeypatch, tmp
 def test_affinity_top_k_neighbourhood_and_context_mask():
     """Target patch 0 of a 1×4 grid, radius 1: only source patches 0 and 1 of the valid
     context slots count; top-3 of exp(cos / 0.1) = e^9, e^8, e^7, normalised."""
+
     def unit(cos):
         return np.stack([cos, np.sqrt(1 - np.square(cos))], -1)
 
     target = unit(np.ones(4))
-    ctx_feats = np.stack([unit(np.array([0.9, 0.5, 1.0, 1.0])),   # slot 0: patches 2, 3 too far
-                          unit(np.array([0.8, 0.7, 1.0, 1.0])),   # slot 1
-                          unit(np.array([1.0, 1.0, 1.0, 1.0]))])  # slot 2: not yet filled
+    ctx_feats = np.stack(
+        [
+            unit(np.array([0.9, 0.5, 1.0, 1.0])),  # slot 0: patches 2, 3 too far
+            unit(np.array([0.8, 0.7, 1.0, 1.0])),  # slot 1
+            unit(np.array([1.0, 1.0, 1.0, 1.0])),
+        ]
+    )  # slot 2: not yet filled
     segs = np.zeros((3, 4, 4), np.float32)
     segs[0, 0, 0] = segs[0, 1, 1] = segs[1, 0, 2] = segs[1, 1, 3] = 1.0
     near = video.neighbourhood(1, 4, 1).astype(np.float32)
-    out = video.propagate(jnp.asarray(target, jnp.float32), jnp.asarray(ctx_feats, jnp.float32),
-                          jnp.asarray(segs), jnp.asarray([1.0, 1.0, 0.0]), jnp.asarray(near),
-                          topk=3, temperature=0.1)
+    out = video.propagate(
+        jnp.asarray(target, jnp.float32),
+        jnp.asarray(ctx_feats, jnp.float32),
+        jnp.asarray(segs),
+        jnp.asarray([1.0, 1.0, 0.0]),
+        jnp.asarray(near),
+        topk=3,
+        temperature=0.1,
+    )
     e = np.exp([9.0, 8.0, 7.0])
     np.testing.assert_allclose(out[0], [e[0], 0.0, e[1], e[2]] / e.sum(), rtol=1e-5)
 

@@ -1,4 +1,5 @@
 """DINO loss, centering and head against their reference definitions (croc.md §6, check 10)."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -34,7 +35,9 @@ def test_dino_loss_matches_reference_with_local_crops():
     teacher = rng.normal(size=(n_global * batch, k)).astype(np.float32)
     center = rng.normal(size=(1, k)).astype(np.float32) * 0.1
     got = dino.dino_loss(student, teacher, center, 0.05, 0.1, n_global)
-    np.testing.assert_allclose(got, reference_dino_loss(student, teacher, center, 0.05, n_global, n_crops), rtol=1e-5)
+    np.testing.assert_allclose(
+        got, reference_dino_loss(student, teacher, center, 0.05, n_global, n_crops), rtol=1e-5
+    )
     new_center = dino.update_center(center, teacher, 0.9)
     np.testing.assert_allclose(new_center, 0.9 * center + 0.1 * teacher.mean(0, keepdims=True), rtol=1e-6)
 

@@ -6,6 +6,7 @@ the queue read/write of one loss call.
 Slow (one step compile per mesh): mesh parity (1,1)/(8,1)/(4,2), the queue holding each
 global crop's teacher tokens after real steps, and the EMA taken with the updated student.
 """
+
 import math
 
 import jax
@@ -15,10 +16,10 @@ import numpy as np
 import pytest
 
 from configs.neco_dinov2 import get_config
-from dense_jax.models import build
-from dense_jax.methods import neco
-from dense_jax.train import checkpoint, optim
 from dense_jax.core.schedules import Schedules
+from dense_jax.methods import neco
+from dense_jax.models import build
+from dense_jax.train import checkpoint, optim
 from tests.methods.test_neco import _maps, _records
 from tests.train.test_trainer import Trainers, max_abs_diff, run_steps
 
@@ -42,11 +43,14 @@ def test_teacher_starts_with_student_backbone_and_own_head(trainers):
     with trainers.context((1, 1)):
         state = jax.device_get(trainer.init())
     assert max_abs_diff(state.teacher["backbone"], state.params["backbone"]) == 0.0
-    t, s = (np.concatenate([p["mlp"][f"fc{i}"]["kernel"].ravel() for i in (1, 2, 3)])
-            for p in (state.teacher["head"], state.params["head"]))
+    t, s = (
+        np.concatenate([p["mlp"][f"fc{i}"]["kernel"].ravel() for i in (1, 2, 3)])
+        for p in (state.teacher["head"], state.params["head"])
+    )
     corr = np.corrcoef(t, s)[0, 1]
-    print(f"head kernels ({t.size}): max |teacher − student| {np.abs(t - s).max():.3f}, "
-          f"correlation {corr:+.3f}")
+    print(
+        f"head kernels ({t.size}): max |teacher − student| {np.abs(t - s).max():.3f}, correlation {corr:+.3f}"
+    )
     assert np.abs(t - s).max() > 0.01 and abs(corr) < 0.1  # independent draws (σ_corr ≈ 0.02), not a copy
     np.testing.assert_allclose(np.std(t), np.std(s), rtol=0.1)  # from the same init distribution
     config = smoke_config()
@@ -86,26 +90,31 @@ def test_optimizer_groups_and_schedules_in_closed_form(trainers):
         params = jax.device_get(trainer.init().params)
     grads = jax.tree.map(lambda p: np.full_like(p, 0.5), params)
     # First Adam step: m̂/(√v̂ + eps) = g/(|g| + eps) ≈ 1, so u = −lr·scale·(1 + wd·p·[decayed]).
-    updates, _ = trainer.tx.update(grads, trainer.tx.init(params), params, lr=sched.lr(t),
-                                   wd=sched.weight_decay(t), freeze=False)
+    updates, _ = trainer.tx.update(
+        grads, trainer.tx.init(params), params, lr=sched.lr(t), wd=sched.weight_decay(t), freeze=False
+    )
     b, h = params["backbone"], params["head"]["mlp"]
     ub, uh = updates["backbone"], updates["head"]["mlp"]
     close = lambda got, want: np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-12)  # noqa: E731
-    close(ub["block_0"]["mlp"]["fc1"]["bias"], -lr)                      # bias: no decay
-    close(ub["norm"]["scale"], -lr)                                      # 1-D: no decay
+    close(ub["block_0"]["mlp"]["fc1"]["bias"], -lr)  # bias: no decay
+    close(ub["norm"]["scale"], -lr)  # 1-D: no decay
     close(ub["block_0"]["mlp"]["fc1"]["kernel"], -lr * (1 + wd * b["block_0"]["mlp"]["fc1"]["kernel"]))
-    close(ub["pos_embed"], -lr * (1 + wd * b["pos_embed"]))              # tokens are decayed
-    close(uh["fc1"]["bias"], -10 * lr)                                   # head lr = 10 × backbone
+    close(ub["pos_embed"], -lr * (1 + wd * b["pos_embed"]))  # tokens are decayed
+    close(uh["fc1"]["bias"], -10 * lr)  # head lr = 10 × backbone
     close(uh["fc3"]["kernel"], -10 * lr * (1 + wd * h["fc3"]["kernel"]))
 
 
 def test_mask_token_is_never_stepped():
     """DINOv2's mask_token gets no gradient in NeCo; torch's AdamW skips it (no decay either)."""
-    params = {"backbone": {"mask_token": jnp.ones((1, 4)), "cls_token": jnp.ones((1, 1, 4))},
-              "head": {"mlp": {"fc1": {"kernel": jnp.ones((4, 4))}}}}
+    params = {
+        "backbone": {"mask_token": jnp.ones((1, 4)), "cls_token": jnp.ones((1, 1, 4))},
+        "head": {"mlp": {"fc1": {"kernel": jnp.ones((4, 4))}}},
+    }
     labels = neco.param_groups(params)
-    assert labels == {"backbone": {"mask_token": "unused", "cls_token": "backbone"},
-                      "head": {"mlp": {"fc1": {"kernel": "head"}}}}
+    assert labels == {
+        "backbone": {"mask_token": "unused", "cls_token": "backbone"},
+        "head": {"mlp": {"fc1": {"kernel": "head"}}},
+    }
     tx = optim.build(smoke_config(), labels)
     zero = jax.tree.map(jnp.zeros_like, params)
     updates, _ = tx.update(zero, tx.init(params), params, lr=0.1, wd=0.5, freeze=False)
@@ -129,13 +138,21 @@ def test_queue_is_filled_per_global_crop_and_read_where_filled():
 
     @jax.jit
     def run(queue, fill):
-        return neco.neco_loss(teacher, student, gc, all_boxes, {"queue": queue, "queue_fill": fill},
-                              jax.random.key(3), config, patch)
+        return neco.neco_loss(
+            teacher,
+            student,
+            gc,
+            all_boxes,
+            {"queue": queue, "queue_fill": fill},
+            jax.random.key(3),
+            config,
+            patch,
+        )
 
     loss, _, aux = run(queue, jnp.array([n_push, 0], jnp.int32))
     assert np.isfinite(float(loss))  # no NaN row (unfilled) was read
     np.testing.assert_array_equal(aux["queue_fill"], [2 * n_push, n_push])
-    np.testing.assert_array_equal(aux["queue"][0, n_push:2 * n_push], old)  # FIFO: old rows move back
+    np.testing.assert_array_equal(aux["queue"][0, n_push : 2 * n_push], old)  # FIFO: old rows move back
     for c in range(2):
         tokens = np.asarray(teacher[c]).reshape(-1, config.neco.out_dim)
         pushed = np.asarray(aux["queue"][c, :n_push])
@@ -167,9 +184,11 @@ def test_mesh_parity(shape, trainers, host_batches, reference):
     assert out["cache_size"] == 1 and reference["cache_size"] == 1
     loss_diff = np.max(np.abs(np.subtract(out["losses"], reference["losses"])))
     teacher_diff = max_abs_diff(out["teacher"], reference["teacher"])
-    print(f"mesh {shape}: losses {np.round(reference['losses'], 5)}, max |loss diff| {loss_diff:.1e}, "
-          f"max |teacher diff| {teacher_diff:.1e}, max |student diff| "
-          f"{max_abs_diff(out['params'], reference['params']):.1e}")
+    print(
+        f"mesh {shape}: losses {np.round(reference['losses'], 5)}, max |loss diff| {loss_diff:.1e}, "
+        f"max |teacher diff| {teacher_diff:.1e}, max |student diff| "
+        f"{max_abs_diff(out['params'], reference['params']):.1e}"
+    )
     assert np.all(np.isfinite(reference["losses"]))
     assert loss_diff < 1e-5 and teacher_diff < 1e-5
     assert max_abs_diff(out["params"], reference["params"]) < 1e-5  # moves 2000× more than the teacher
@@ -182,20 +201,22 @@ def test_steps_fill_queues_with_teacher_tokens_and_ema_follows_update(trainers, 
     config = trainer.config
     n_push = config.neco.queue_push_per_image * config.data.batch_size
     np.testing.assert_array_equal(reference["aux"]["queue_fill"], [N_STEPS * n_push] * 2)
-    np.testing.assert_array_equal(reference["aux"]["queue"][:, N_STEPS * n_push:], 0.0)
+    np.testing.assert_array_equal(reference["aux"]["queue"][:, N_STEPS * n_push :], 0.0)
 
     one = run_steps(trainers, (1, 1), False, host_batches[:1], init_state=reference["init"])
     teacher0 = reference["init"].teacher
     vit = build.backbone(config.model).clone(drop_path_rate=0.0)
     for c in range(2):
-        tokens = np.asarray(neco._project(vit, neco.heads(config), teacher0, host_batches[0]["global"][:, c],
-                                          False, None)).reshape(-1, config.neco.out_dim)
+        tokens = np.asarray(
+            neco._project(vit, neco.heads(config), teacher0, host_batches[0]["global"][:, c], False, None)
+        ).reshape(-1, config.neco.out_dim)
         dist = np.abs(one["aux"]["queue"][c, :n_push][:, None] - tokens[None]).max(-1)
         assert dist.min(1).max() < 1e-5 and len(set(dist.argmin(1))) == n_push
 
     # EMA after the optimizer step (§8): θ_t ← m θ_t + (1 − m) θ_s with the *updated* student.
     # Checked on the head, whose values (|θ| ≲ 0.1) resolve the (1 − m)·lr·10 ≈ 5e-7 at stake.
     m = one["metrics"][0]["momentum"]
+
     def ema(student):
         return jax.tree.map(lambda t, s: m * t + (1 - m) * s, teacher0["head"], student["head"])
 

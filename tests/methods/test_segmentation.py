@@ -1,6 +1,7 @@
 """Supervised segmentation method (methods/segmentation.py) and the trainer pieces it needs:
 head-then-upsample exactness, ignored pixels, the torch SGD/StepLR recipe through the
 trainer's optimizer, paired crops, and learning the scenes' labels through the trainer."""
+
 import json
 
 import jax
@@ -69,17 +70,32 @@ def test_bias_only_head_predicts_majority_and_ignore_has_no_gradient():
         picked = jnp.take_along_axis(logp, jnp.where(keep, noisy, 0)[..., None], -1)[..., 0]
         return -jnp.sum(picked * keep) / jnp.sum(keep)
 
-    np.testing.assert_allclose(grad(head, feats, noisy)["classifier"]["kernel"],
-                               jax.grad(manual)(head)["classifier"]["kernel"], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        grad(head, feats, noisy)["classifier"]["kernel"],
+        jax.grad(manual)(head)["classifier"]["kernel"],
+        rtol=1e-5,
+        atol=1e-7,
+    )
 
 
 def test_sgd_step_schedule_matches_torch():
     """The trainer's optim.name=sgd + schedule=steps is torch SGD(0.01, momentum 0.9, wd 1e-4)
     with StepLR ×0.1 at epoch 20 (10 steps per epoch), as the §2a probe trains."""
     c = common.base()
-    c.optim.update(dict(name="sgd", lr=0.01, scale_lr_by_batch=False, weight_decay=1e-4,
-                        weight_decay_end=1e-4, schedule="steps", milestones=(20,), gamma=0.1,
-                        clip_grad=0.0, freeze_last_layer=0))
+    c.optim.update(
+        dict(
+            name="sgd",
+            lr=0.01,
+            scale_lr_by_batch=False,
+            weight_decay=1e-4,
+            weight_decay_end=1e-4,
+            schedule="steps",
+            milestones=(20,),
+            gamma=0.1,
+            clip_grad=0.0,
+            freeze_last_layer=0,
+        )
+    )
     c.train.update(dict(epochs=25, steps_per_epoch=10))
     schedules = Schedules(c)
     tx = optim.build(c, {"w": "head"})
@@ -91,8 +107,14 @@ def test_sgd_step_schedule_matches_torch():
     rng = np.random.default_rng(0)
     for step in range(250):
         g = rng.normal(size=3).astype(np.float32)
-        upd, state = tx.update({"w": jnp.asarray(g)}, state, p, lr=schedules.lr(step),
-                               wd=schedules.weight_decay(step), freeze=False)
+        upd, state = tx.update(
+            {"w": jnp.asarray(g)},
+            state,
+            p,
+            lr=schedules.lr(step),
+            wd=schedules.weight_decay(step),
+            freeze=False,
+        )
         p = optax.apply_updates(p, upd)
         opt.zero_grad()
         tp.grad = torch.from_numpy(g)
@@ -127,8 +149,17 @@ def scenes_config(head: str, steps: int):
     c.teacher.ema = False
     c.segmentation = common.segmentation_section(num_classes=9)
     c.segmentation.update(dict(head=head, freeze_backbone=False, label_size=16, crop_scale=(0.5, 1.0)))
-    c.optim.update(dict(lr=1e-3, scale_lr_by_batch=False, warmup_epochs=0, min_lr=1e-3,
-                        weight_decay=0.0, weight_decay_end=0.0, freeze_last_layer=0))
+    c.optim.update(
+        dict(
+            lr=1e-3,
+            scale_lr_by_batch=False,
+            warmup_epochs=0,
+            min_lr=1e-3,
+            weight_decay=0.0,
+            weight_decay_end=0.0,
+            freeze_last_layer=0,
+        )
+    )
     c.train.update(dict(epochs=1, steps_per_epoch=steps, log_every=steps // 4))
     c.ckpt.update(dict(every_steps=10**6, async_save=False))
     return c

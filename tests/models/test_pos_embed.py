@@ -15,8 +15,9 @@ def test_neco_row_zero_matches_spec():
 @pytest.mark.parametrize("antialias", [False, True])
 def test_rows_sum_to_one(antialias):
     for out in (7, 16, 32, 40, 74):
-        np.testing.assert_allclose(bicubic_matrix(37, out, 0.0 if antialias else 0.1, antialias).sum(1), 1.0,
-                                   atol=1e-12)
+        np.testing.assert_allclose(
+            bicubic_matrix(37, out, 0.0 if antialias else 0.1, antialias).sum(1), 1.0, atol=1e-12
+        )
 
 
 def test_native_square_grid_is_not_resized():

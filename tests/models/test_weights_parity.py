@@ -26,8 +26,9 @@ TOL = 1e-4
 
 def _official(patch, img_size, layerscale, seed=0):
     torch.manual_seed(seed)
-    model = vision_transformer.vit_small(patch_size=patch, img_size=img_size, block_chunks=0,
-                                         init_values=1e-5 if layerscale else None)
+    model = vision_transformer.vit_small(
+        patch_size=patch, img_size=img_size, block_chunks=0, init_values=1e-5 if layerscale else None
+    )
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name.endswith("gamma"):
@@ -114,8 +115,14 @@ def test_registers_load_and_are_dropped(vits14):
     reg_state = dict(state, register_tokens=registers)
     # Same interpolation call as the official code under test (offset 0.1, no antialias);
     # the antialiased register-model resize is checked against torch in test_pos_embed.py.
-    params, out = _compare("dinov2_vits14_reg4", {"interp_offset": 0.1, "interp_antialias": False},
-                           reg_state, model, (224, 280), registers)
+    params, out = _compare(
+        "dinov2_vits14_reg4",
+        {"interp_offset": 0.1, "interp_antialias": False},
+        reg_state,
+        model,
+        (224, 280),
+        registers,
+    )
     assert out["patch"].shape == (2, 16, 20, 384)
     assert out["registers"].shape == (2, 4, 384)
     np.testing.assert_array_equal(params["register_tokens"], registers)
@@ -137,12 +144,16 @@ def test_wrapped_checkpoints_and_files(vits16, tmp_path):
     cfg = variant_config("dino_vits16")
     reference = weights.official_to_flax(state, cfg)
     poisoned = {k: v + 1.0 for k, v in state.items()}
-    dino_style = {"teacher": {f"backbone.{k}": torch.from_numpy(v) for k, v in state.items()}
-                  | {"head.mlp.0.weight": torch.zeros(3, 3)},
-                  "student": {f"module.backbone.{k}": torch.from_numpy(v) for k, v in poisoned.items()},
-                  "epoch": 3}
-    lightning = {"state_dict": {f"teacher.{k}": torch.from_numpy(v) for k, v in state.items()}
-                 | {f"model.{k}": torch.from_numpy(v) for k, v in poisoned.items()}}
+    dino_style = {
+        "teacher": {f"backbone.{k}": torch.from_numpy(v) for k, v in state.items()}
+        | {"head.mlp.0.weight": torch.zeros(3, 3)},
+        "student": {f"module.backbone.{k}": torch.from_numpy(v) for k, v in poisoned.items()},
+        "epoch": 3,
+    }
+    lightning = {
+        "state_dict": {f"teacher.{k}": torch.from_numpy(v) for k, v in state.items()}
+        | {f"model.{k}": torch.from_numpy(v) for k, v in poisoned.items()}
+    }
     for name, obj in (("dino.pth", dino_style), ("lightning.ckpt", lightning)):
         path = tmp_path / name
         torch.save(obj, path)
@@ -154,21 +165,33 @@ def test_wrapped_checkpoints_and_files(vits16, tmp_path):
 
 def test_hf_layout_is_renamed(vits14):
     _, state = vits14
-    hf = {"embeddings.cls_token": state["cls_token"], "embeddings.position_embeddings": state["pos_embed"],
-          "embeddings.mask_token": state["mask_token"],
-          "embeddings.patch_embeddings.projection.weight": state["patch_embed.proj.weight"],
-          "embeddings.patch_embeddings.projection.bias": state["patch_embed.proj.bias"],
-          "layernorm.weight": state["norm.weight"], "layernorm.bias": state["norm.bias"]}
+    hf = {
+        "embeddings.cls_token": state["cls_token"],
+        "embeddings.position_embeddings": state["pos_embed"],
+        "embeddings.mask_token": state["mask_token"],
+        "embeddings.patch_embeddings.projection.weight": state["patch_embed.proj.weight"],
+        "embeddings.patch_embeddings.projection.bias": state["patch_embed.proj.bias"],
+        "layernorm.weight": state["norm.weight"],
+        "layernorm.bias": state["norm.bias"],
+    }
     for i in range(12):
         o, h = f"blocks.{i}.", f"encoder.layer.{i}."
         for kind in ("weight", "bias"):
             q, k, v = np.split(state[o + f"attn.qkv.{kind}"], 3)
-            hf |= {h + f"attention.attention.query.{kind}": q, h + f"attention.attention.key.{kind}": k,
-                   h + f"attention.attention.value.{kind}": v,
-                   h + f"attention.output.dense.{kind}": state[o + f"attn.proj.{kind}"],
-                   h + f"norm1.{kind}": state[o + f"norm1.{kind}"], h + f"norm2.{kind}": state[o + f"norm2.{kind}"],
-                   h + f"mlp.fc1.{kind}": state[o + f"mlp.fc1.{kind}"], h + f"mlp.fc2.{kind}": state[o + f"mlp.fc2.{kind}"]}
-        hf |= {h + "layer_scale1.lambda1": state[o + "ls1.gamma"], h + "layer_scale2.lambda1": state[o + "ls2.gamma"]}
+            hf |= {
+                h + f"attention.attention.query.{kind}": q,
+                h + f"attention.attention.key.{kind}": k,
+                h + f"attention.attention.value.{kind}": v,
+                h + f"attention.output.dense.{kind}": state[o + f"attn.proj.{kind}"],
+                h + f"norm1.{kind}": state[o + f"norm1.{kind}"],
+                h + f"norm2.{kind}": state[o + f"norm2.{kind}"],
+                h + f"mlp.fc1.{kind}": state[o + f"mlp.fc1.{kind}"],
+                h + f"mlp.fc2.{kind}": state[o + f"mlp.fc2.{kind}"],
+            }
+        hf |= {
+            h + "layer_scale1.lambda1": state[o + "ls1.gamma"],
+            h + "layer_scale2.lambda1": state[o + "ls2.gamma"],
+        }
     normalized = weights.normalize_state_dict(hf)
     assert sorted(normalized) == sorted(state)
     for key in state:
@@ -198,8 +221,13 @@ def test_convert_cli_round_trip(vits14, tmp_path):
     torch.save(model.state_dict(), src)
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     for a, b in ((src, tmp_path / "x.safetensors"), (tmp_path / "x.safetensors", tmp_path / "back.pth")):
-        proc = subprocess.run([sys.executable, "-m", "dense_jax.convert", "--in", str(a), "--out", str(b)],
-                              capture_output=True, text=True, env=env, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-m", "dense_jax.convert", "--in", str(a), "--out", str(b)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr
         assert "dinov2_vits14" in proc.stdout
     back = torch.load(tmp_path / "back.pth", weights_only=True)

@@ -1,4 +1,5 @@
 """ROI-align vs a literal NumPy port of torchvision's CPU kernel (neco.md §1, §7 check 8)."""
+
 import math
 
 import jax
@@ -9,8 +10,9 @@ import pytest
 from dense_jax.ops.roi_align import roi_align as _roi_align
 
 f32 = np.float32
-roi_align = jax.jit(_roi_align, static_argnames=(
-    "output_size", "spatial_scale", "sampling_ratio", "aligned", "max_samples"))
+roi_align = jax.jit(
+    _roi_align, static_argnames=("output_size", "spatial_scale", "sampling_ratio", "aligned", "max_samples")
+)
 
 
 def _torchvision_roi_align(feat, rois, out, scale, sampling_ratio, aligned):
@@ -57,8 +59,12 @@ def _torchvision_roi_align(feat, rois, out, scale, sampling_ratio, aligned):
                             x_hi = x_lo + 1
                         ly, lx = y - f32(y_lo), x - f32(x_lo)
                         hy, hx = f32(1) - ly, f32(1) - lx
-                        acc += (hy * hx * feat[b, y_lo, x_lo] + hy * lx * feat[b, y_lo, x_hi]
-                                + ly * hx * feat[b, y_hi, x_lo] + ly * lx * feat[b, y_hi, x_hi])
+                        acc += (
+                            hy * hx * feat[b, y_lo, x_lo]
+                            + hy * lx * feat[b, y_lo, x_hi]
+                            + ly * hx * feat[b, y_hi, x_lo]
+                            + ly * lx * feat[b, y_hi, x_hi]
+                        )
                 res[n, ph, pw] = acc / count
     return res
 
@@ -68,12 +74,12 @@ def _random_boxes(rng, batch, per_image, size):
     boxes = []
     for _ in range(batch):
         img = [
-            [0.0, 0.0, size, size],                                 # whole map: g = G_max
-            [0.0, 0.0, 1.3, 0.7],                                   # smaller than one bin
-            [size - 2.0, size - 3.0, size + 1.5, size + 0.5],       # crosses bottom/right
-            [-1.7, -0.4, 4.0, size - 0.6],                          # crosses top/left
-            [5.0, 6.0, 5.0, 9.0],                                   # zero width
-            [-1.0, size - 6.0, 6.0, size + 1.0],                    # samples at x=-1, y=size
+            [0.0, 0.0, size, size],  # whole map: g = G_max
+            [0.0, 0.0, 1.3, 0.7],  # smaller than one bin
+            [size - 2.0, size - 3.0, size + 1.5, size + 0.5],  # crosses bottom/right
+            [-1.7, -0.4, 4.0, size - 0.6],  # crosses top/left
+            [5.0, 6.0, 5.0, 9.0],  # zero width
+            [-1.0, size - 6.0, 6.0, size + 1.0],  # samples at x=-1, y=size
             [3.25, 1.5, 3.25 + size / 2.0, 1.5 + size / 3.0],
         ]
         while len(img) < per_image:
@@ -86,8 +92,7 @@ def _random_boxes(rng, batch, per_image, size):
 
 def _flat_rois(boxes):
     b, k = boxes.shape[:2]
-    return np.concatenate([np.repeat(np.arange(b, dtype=f32), k)[:, None],
-                           boxes.reshape(-1, 4)], axis=1)
+    return np.concatenate([np.repeat(np.arange(b, dtype=f32), k)[:, None], boxes.reshape(-1, 4)], axis=1)
 
 
 @pytest.mark.parametrize("size,out,scale", [(13, 7, 1.0), (9, 4, 0.5), (7, 7, 1.0)])
@@ -126,11 +131,12 @@ def test_box_larger_than_bound_uses_bound():
     max_samples restores exactness."""
     rng = np.random.default_rng(3)
     feat = rng.normal(size=(1, 7, 7, 2)).astype(f32)
-    boxes = np.asarray([[[-6.0, -6.0, 13.0, 13.0]]], f32)            # g = 3 > G_max = 1
+    boxes = np.asarray([[[-6.0, -6.0, 13.0, 13.0]]], f32)  # g = 3 > G_max = 1
     want3 = _torchvision_roi_align(feat, _flat_rois(boxes), 7, 1.0, -1, True)
     want1 = _torchvision_roi_align(feat, _flat_rois(boxes), 7, 1.0, 1, True)
-    np.testing.assert_allclose(np.asarray(roi_align(feat, boxes, 7, max_samples=3))[0], want3,
-                               atol=1e-5, rtol=0)
+    np.testing.assert_allclose(
+        np.asarray(roi_align(feat, boxes, 7, max_samples=3))[0], want3, atol=1e-5, rtol=0
+    )
     np.testing.assert_allclose(np.asarray(roi_align(feat, boxes, 7))[0], want1, atol=1e-5, rtol=0)
 
 
@@ -147,5 +153,4 @@ def test_gradient_matches_adjoint_and_is_finite():
         basis = np.zeros_like(feat)
         basis[idx] = 1.0
         fwd = _torchvision_roi_align(basis, flat, 7, 1.0, -1, True)
-        np.testing.assert_allclose(grad[idx], np.sum(fwd * cot.reshape(fwd.shape)),
-                                   atol=1e-4, rtol=1e-5)
+        np.testing.assert_allclose(grad[idx], np.sum(fwd * cot.reshape(fwd.shape)), atol=1e-4, rtol=1e-5)

@@ -18,14 +18,16 @@ def _layers(network, n):
     a, b, is_min, is_pass = network_tables(network, n)
     layers = []
     for ell in range(a.shape[0]):
-        comps = sorted({(int(a[ell, w]), int(b[ell, w]), w) for w in range(n)
-                        if is_min[ell, w] and not is_pass[ell, w]})
+        comps = sorted(
+            {(int(a[ell, w]), int(b[ell, w]), w) for w in range(n) if is_min[ell, w] and not is_pass[ell, w]}
+        )
         passes = sorted(int(w) for w in np.flatnonzero(is_pass[ell]))
         layers.append((comps, passes))
     return layers
 
 
 # ---------------------------------------------------------------- network tables (§7.1)
+
 
 @pytest.mark.parametrize("n", range(2, 65))
 def test_layer_counts(n):
@@ -68,37 +70,76 @@ def test_bitonic_small_layers_match_spec():
 
 def test_odd_even_layers():
     assert _layers("odd_even", 4) == [([(0, 1, 0), (2, 3, 2)], []), ([(1, 2, 1)], [0, 3])] * 2
-    assert _layers("odd_even", 5)[:2] == [([(0, 1, 0), (2, 3, 2)], [4]),
-                                         ([(1, 2, 1), (3, 4, 3)], [0])]
+    assert _layers("odd_even", 5)[:2] == [([(0, 1, 0), (2, 3, 2)], [4]), ([(1, 2, 1), (3, 4, 3)], [0])]
 
 
 # ---------------------------------------------------------------- hand test vectors (§4)
 
 HAND_VECTORS = [  # (x, network, relaxation, beta, expected P rows (leading rows only), sorted)
-    ([.3, .1], "bitonic", "cauchy", 100.0,
-     [[.015902, .984098], [.984098, .015902]], [0.10318, 0.29682]),
-    ([.3, .1], "odd_even", "cauchy", 100.0,
-     [[.015902, .984098], [.984098, .015902]], None),
-    ([.3, .1], "bitonic", "logistic_phi", 10.0,
-     [[1 - .952152, .952152], [.952152, 1 - .952152]], None),
-    ([.3, .1, .2], "bitonic", "cauchy", 10.0,
-     [[.165249, .213997, .620754], [.626063, .217682, .156255], [.208688, .568320, .222992]],
-     [.153919, .199631, .246450]),
-    ([.3, .1, .2], "odd_even", "cauchy", 10.0,
-     [[.177087, .230116, .592796], [.639777, .257589, .102634], [.183135, .512295, .304570]],
-     None),
-    ([.3, .1, .4, .2], "bitonic", "cauchy", 10.0,
-     [[.181855, .267960, .390410, .159774], [.555678, .245532, .096098, .102693],
-      [.102693, .096098, .245532, .555678], [.159774, .390410, .267960, .181855]],
-     [.183156, .221462, .278538, .316844]),
-    ([.3, .1, .4, .2], "odd_even", "cauchy", 10.0,
-     [[.186929, .323061, .369173, .120837], [.671313, .183347, .124420, .020921]], None),
-    ([.3, .1, .4, .2], "bitonic", "logistic_phi", 10.0,
-     [[.063149, .155094, .678757, .103000], [.811610, .129471, .036678, .022241]], None),
-    ([.3, .1, .4, .2], "bitonic", "logistic", 10.0,
-     [[.168507, .269596, .407473, .154423]], None),
-    ([.3, .1, .4, .2], "bitonic", "cauchy", 100.0,
-     [[.016288, .032768, .920610, .030334], [.942565, .031407, .015215, .010813]], None),
+    (
+        [0.3, 0.1],
+        "bitonic",
+        "cauchy",
+        100.0,
+        [[0.015902, 0.984098], [0.984098, 0.015902]],
+        [0.10318, 0.29682],
+    ),
+    ([0.3, 0.1], "odd_even", "cauchy", 100.0, [[0.015902, 0.984098], [0.984098, 0.015902]], None),
+    ([0.3, 0.1], "bitonic", "logistic_phi", 10.0, [[1 - 0.952152, 0.952152], [0.952152, 1 - 0.952152]], None),
+    (
+        [0.3, 0.1, 0.2],
+        "bitonic",
+        "cauchy",
+        10.0,
+        [[0.165249, 0.213997, 0.620754], [0.626063, 0.217682, 0.156255], [0.208688, 0.568320, 0.222992]],
+        [0.153919, 0.199631, 0.246450],
+    ),
+    (
+        [0.3, 0.1, 0.2],
+        "odd_even",
+        "cauchy",
+        10.0,
+        [[0.177087, 0.230116, 0.592796], [0.639777, 0.257589, 0.102634], [0.183135, 0.512295, 0.304570]],
+        None,
+    ),
+    (
+        [0.3, 0.1, 0.4, 0.2],
+        "bitonic",
+        "cauchy",
+        10.0,
+        [
+            [0.181855, 0.267960, 0.390410, 0.159774],
+            [0.555678, 0.245532, 0.096098, 0.102693],
+            [0.102693, 0.096098, 0.245532, 0.555678],
+            [0.159774, 0.390410, 0.267960, 0.181855],
+        ],
+        [0.183156, 0.221462, 0.278538, 0.316844],
+    ),
+    (
+        [0.3, 0.1, 0.4, 0.2],
+        "odd_even",
+        "cauchy",
+        10.0,
+        [[0.186929, 0.323061, 0.369173, 0.120837], [0.671313, 0.183347, 0.124420, 0.020921]],
+        None,
+    ),
+    (
+        [0.3, 0.1, 0.4, 0.2],
+        "bitonic",
+        "logistic_phi",
+        10.0,
+        [[0.063149, 0.155094, 0.678757, 0.103000], [0.811610, 0.129471, 0.036678, 0.022241]],
+        None,
+    ),
+    ([0.3, 0.1, 0.4, 0.2], "bitonic", "logistic", 10.0, [[0.168507, 0.269596, 0.407473, 0.154423]], None),
+    (
+        [0.3, 0.1, 0.4, 0.2],
+        "bitonic",
+        "cauchy",
+        100.0,
+        [[0.016288, 0.032768, 0.920610, 0.030334], [0.942565, 0.031407, 0.015215, 0.010813]],
+        None,
+    ),
 ]
 
 
@@ -118,8 +159,8 @@ def test_hand_vectors(x, network, relaxation, beta, rows, expected_sorted):
 def test_hand_loss_vector():
     """§4 loss vector: -mean_j sum_k Pt log Ps for bitonic cauchy beta=10."""
     with jax.enable_x64(True):
-        _, p_s = soft_sort(jnp.asarray([.3, .1, .4, .2], jnp.float64), "bitonic", "cauchy", 10.0)
-        _, p_t = soft_sort(jnp.asarray([.35, .05, .4, .25], jnp.float64), "bitonic", "cauchy", 10.0)
+        _, p_s = soft_sort(jnp.asarray([0.3, 0.1, 0.4, 0.2], jnp.float64), "bitonic", "cauchy", 10.0)
+        _, p_t = soft_sort(jnp.asarray([0.35, 0.05, 0.4, 0.25], jnp.float64), "bitonic", "cauchy", 10.0)
         p_s, p_t = np.asarray(p_s), np.asarray(p_t)
     ce = lambda p, q: -np.mean(np.sum(p * np.log(q), axis=-1))  # noqa: E731
     np.testing.assert_allclose(ce(p_t, p_s), 1.208935, atol=1e-6)
@@ -128,6 +169,7 @@ def test_hand_loss_vector():
 
 
 # ---------------------------------------------------------------- properties (§7.2, 7.3, 7.5, 7.6)
+
 
 @pytest.mark.parametrize("network", NETWORKS)
 def test_doubly_stochastic(network):
@@ -200,8 +242,14 @@ def test_fast_arctan():
     three reduction ranges, at the signed zeros and infinities; derivative 1 / (1 + v^2)."""
     from dense_jax.ops.sorting.relaxations import _arctan_f32
 
-    v = np.concatenate([np.linspace(-5, 5, 20001), np.geomspace(1e-6, 1e8, 2001),
-                        -np.geomspace(1e-6, 1e8, 2001), [0.0, -0.0, np.inf, -np.inf]])
+    v = np.concatenate(
+        [
+            np.linspace(-5, 5, 20001),
+            np.geomspace(1e-6, 1e8, 2001),
+            -np.geomspace(1e-6, 1e8, 2001),
+            [0.0, -0.0, np.inf, -np.inf],
+        ]
+    )
     v = v.astype(np.float32)
     ours = np.asarray(jax.jit(_arctan_f32)(v), np.float64)
     np.testing.assert_allclose(ours, np.arctan(v.astype(np.float64)), rtol=0, atol=2e-7)
@@ -213,7 +261,8 @@ def test_fast_arctan():
 def test_batching_chunking_and_dtype():
     x = jax.random.uniform(jax.random.key(3), (3, 5, 33), minval=-1, maxval=1)
     f = lambda x, chunk: (lambda o: jnp.sum(o[0] ** 2) + jnp.sum(jnp.sin(o[1])))(  # noqa: E731
-        soft_sort(x, "bitonic", "logistic", 30.0, row_chunk=chunk))
+        soft_sort(x, "bitonic", "logistic", 30.0, row_chunk=chunk)
+    )
     full = soft_sort(x, "bitonic", "logistic", 30.0)
     assert full[0].shape == (3, 5, 33) and full[1].shape == (3, 5, 33, 33)
     flat = soft_sort(x.reshape(15, 33), "bitonic", "logistic", 30.0)
@@ -235,11 +284,14 @@ def test_rejects_unknown_names():
 
 # ---------------------------------------------------------------- diffsort parity (§7.4)
 
+
 def _functional_grad(network, relaxation, n):
     """jit(x, beta, w_s, w_p) -> (x_sorted, P, d<w_s, x_sorted> + <w_p, P> / dx)."""
+
     def f(x, beta, w_s, w_p):
         (x_sorted, perm), vjp = jax.vjp(lambda x: soft_sort(x, network, relaxation, beta), x)
         return x_sorted, perm, vjp((w_s, w_p))[0]
+
     return jax.jit(f)
 
 
@@ -263,11 +315,13 @@ def test_diffsort_parity(network, relaxation):
             w_s = rng.standard_normal((32, n))
             w_p = rng.standard_normal((32, n, n))
             xt = torch.tensor(x, requires_grad=True)
-            ref_sorted, ref_perm = DiffSortNet(network, n, steepness=beta,
-                                               distribution=relaxation)(xt)
+            ref_sorted, ref_perm = DiffSortNet(network, n, steepness=beta, distribution=relaxation)(xt)
             ((ref_sorted * torch.tensor(w_s)).sum() + (ref_perm * torch.tensor(w_p)).sum()).backward()
-            ref_sorted, ref_perm, ref_grad = (ref_sorted.detach().numpy(),
-                                              ref_perm.detach().numpy(), xt.grad.numpy())
+            ref_sorted, ref_perm, ref_grad = (
+                ref_sorted.detach().numpy(),
+                ref_perm.detach().numpy(),
+                xt.grad.numpy(),
+            )
             with jax.enable_x64(True):
                 x_sorted, perm, grad = map(np.asarray, fn(x, beta, w_s, w_p))
             assert perm.dtype == np.float64
@@ -284,5 +338,7 @@ def test_diffsort_parity(network, relaxation):
             worst_fp64 = max(worst_fp64, np.abs(perm - ref_perm).max())
             worst_grad = max(worst_grad, np.abs(grad - ref_grad).max() / scale)
             worst_fp32 = max(worst_fp32, np.abs(np.asarray(perm32) - ref_perm).max())
-    print(f"\n[diffsort] {network}/{relaxation}: fp64 max|dP|={worst_fp64:.1e} "
-          f"max|dgrad|/max|grad|={worst_grad:.1e}; fp32 max|dP|={worst_fp32:.1e}")
+    print(
+        f"\n[diffsort] {network}/{relaxation}: fp64 max|dP|={worst_fp64:.1e} "
+        f"max|dgrad|/max|grad|={worst_grad:.1e}; fp32 max|dP|={worst_fp32:.1e}"
+    )

@@ -2,10 +2,17 @@
 
 Runs the DINO smoke config for one epoch with `jax.distributed` over localhost CPU devices.
 """
+
 import os
 import sys
 
-pid, n_procs, port, workdir, devices = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+pid, n_procs, port, workdir, devices = (
+    int(sys.argv[1]),
+    int(sys.argv[2]),
+    sys.argv[3],
+    sys.argv[4],
+    sys.argv[5],
+)
 os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
 os.environ["JAX_PLATFORMS"] = "cpu"
 

@@ -5,6 +5,7 @@ DINO's loss plus a term that reads the whole bank, and a FIFO of whole batches w
 all-gather). The bank is (slots, batch, D) with the batch axis split over 'data', so image i
 of a step lands in the same global row on any number of devices (mesh-independent layout).
 """
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -18,18 +19,26 @@ heads = dino.heads
 
 def init_aux(config, rng):
     bank = jnp.zeros((config.bank.slots, config.data.batch_size, config.model.embed_dim), jnp.float32)
-    return {**dino.init_aux(config, rng),
-            "bank": nn.LogicallyPartitioned(bank, names=(None, "batch", None)),
-            "bank_ptr": jnp.zeros((), jnp.int32), "bank_fill": jnp.zeros((), jnp.int32)}
+    return {
+        **dino.init_aux(config, rng),
+        "bank": nn.LogicallyPartitioned(bank, names=(None, "batch", None)),
+        "bank_ptr": jnp.zeros((), jnp.int32),
+        "bank_fill": jnp.zeros((), jnp.int32),
+    }
 
 
 def write(bank, keys, ptr, mesh):
     """bank[ptr] = keys, each device writing its own batch rows."""
+
     def local(bank_blk, keys_blk, ptr):
         return jax.lax.dynamic_update_slice(bank_blk, keys_blk[None], (ptr, 0, 0))
 
-    return jax.shard_map(local, mesh=mesh, in_specs=(P(None, "data", None), P("data", None), P()),
-                         out_specs=P(None, "data", None))(bank, keys, ptr)
+    return jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(P(None, "data", None), P("data", None), P()),
+        out_specs=P(None, "data", None),
+    )(bank, keys, ptr)
 
 
 def loss(params, teacher, aux, batch, ctx):
@@ -43,8 +52,11 @@ def loss(params, teacher, aux, batch, ctx):
     sims = jnp.where(filled[None], query @ rows.T, -1e9)
     bank_term = jnp.where(aux["bank_fill"] > 0, jax.nn.logsumexp(sims, axis=1).mean(), 0.0)
     slots = aux["bank"].shape[0]
-    new_aux = {**dino_aux, "bank": write(aux["bank"], keys, aux["bank_ptr"], ctx.mesh),
-               "bank_ptr": (aux["bank_ptr"] + 1) % slots,
-               "bank_fill": jnp.minimum(aux["bank_fill"] + 1, slots)}
+    new_aux = {
+        **dino_aux,
+        "bank": write(aux["bank"], keys, aux["bank_ptr"], ctx.mesh),
+        "bank_ptr": (aux["bank_ptr"] + 1) % slots,
+        "bank_fill": jnp.minimum(aux["bank_fill"] + 1, slots),
+    }
     total = value + ctx.config.bank.weight * bank_term
     return total, ({**metrics, "bank_term": bank_term}, new_aux)

@@ -1,4 +1,5 @@
 """Loop behaviour that needs no compiled step: NaN stop, CLI errors, init_from weights."""
+
 import os
 import signal
 import subprocess
@@ -10,8 +11,8 @@ import numpy as np
 import pytest
 
 from configs.dino_coco import get_config
-from dense_jax.models import registry, weights
 from dense_jax import methods
+from dense_jax.models import registry, weights
 from dense_jax.train import loop
 from dense_jax.train.checkpoint import Checkpointer, restore_or_init
 
@@ -41,9 +42,20 @@ def test_non_finite_loss_stops_naming_the_last_good_checkpoint(tmp_path):
 
 def test_cli_unknown_method_is_one_clear_line(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "dense_jax.main", "--config=configs/dino_coco.py:smoke",
-         f"--workdir={tmp_path}", "--config.method=byol"],
-        cwd=REPO, capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "dense_jax.main",
+            "--config=configs/dino_coco.py:smoke",
+            f"--workdir={tmp_path}",
+            "--config.method=byol",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+        timeout=300,
+    )
     assert out.returncode == 1
     assert out.stderr.strip().splitlines()[-1].startswith("error: unknown method 'byol'")
 
@@ -65,25 +77,37 @@ def test_init_from_converted_weights(tmp_path):
         with pytest.raises(FileNotFoundError, match="Download"):
             restore_or_init(ckpt, trainer.config, trainer.init, trainer.shardings, trainer.data_iterator())
         trainer.config.init_from = path
-        state, origin = restore_or_init(ckpt, trainer.config, trainer.init, trainer.shardings,
-                                        trainer.data_iterator())
+        state, origin = restore_or_init(
+            ckpt, trainer.config, trainer.init, trainer.shardings, trainer.data_iterator()
+        )
         assert origin == path
         for tree in (state.params["backbone"], state.teacher["backbone"]):
             assert all(jax.tree.leaves(jax.tree.map(np.allclose, jax.device_get(tree), shifted)))
 
         # Another run's workdir: its latest teacher backbone (here shifted once more).
         teacher = jax.tree.map(lambda a: a + 1.0, state.teacher["backbone"])
-        ckpt.save(3, state.replace(teacher={**state.teacher, "backbone": teacher}), trainer.data_iterator(),
-                  trainer.config)
+        ckpt.save(
+            3,
+            state.replace(teacher={**state.teacher, "backbone": teacher}),
+            trainer.data_iterator(),
+            trainer.config,
+        )
         ckpt.close()
         trainer.config.init_from = str(tmp_path)
         fresh = Checkpointer(str(tmp_path / "fresh"), trainer.config)
-        state, _ = restore_or_init(fresh, trainer.config, trainer.init, trainer.shardings, trainer.data_iterator())
+        state, _ = restore_or_init(
+            fresh, trainer.config, trainer.init, trainer.shardings, trainer.data_iterator()
+        )
         fresh.close()
-    assert all(jax.tree.leaves(jax.tree.map(np.array_equal, jax.device_get(state.params["backbone"]),
-                                            jax.device_get(teacher))))
-    assert state.params["backbone"]["block_0"]["attn"]["qkv"]["kernel"].sharding == \
-        trainer.shardings.params["backbone"]["block_0"]["attn"]["qkv"]["kernel"]
+    assert all(
+        jax.tree.leaves(
+            jax.tree.map(np.array_equal, jax.device_get(state.params["backbone"]), jax.device_get(teacher))
+        )
+    )
+    assert (
+        state.params["backbone"]["block_0"]["attn"]["qkv"]["kernel"].sharding
+        == trainer.shardings.params["backbone"]["block_0"]["attn"]["qkv"]["kernel"]
+    )
 
 
 def test_sigterm_requests_a_checkpoint_and_a_clean_stop():

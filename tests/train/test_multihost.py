@@ -1,5 +1,6 @@
 """2 processes × 4 CPU devices (jax.distributed on localhost) vs 1 process × 8 devices:
 disjoint host batches that rebuild the global batch, and the same losses (jax-practices §9-10)."""
+
 import json
 import os
 import socket
@@ -35,9 +36,26 @@ def test_two_hosts_match_one_host(tmp_path):
             for pid, n, devices in workers:
                 log = tmp_path / f"{name}{pid}.log"
                 with open(log, "w") as out:
-                    procs.append((subprocess.Popen([sys.executable, WORKER, str(pid), str(n), port,
-                                                    str(tmp_path / name), devices],
-                                                   cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT), log))
+                    procs.append(
+                        (
+                            subprocess.Popen(
+                                [
+                                    sys.executable,
+                                    WORKER,
+                                    str(pid),
+                                    str(n),
+                                    port,
+                                    str(tmp_path / name),
+                                    devices,
+                                ],
+                                cwd=REPO,
+                                env=env,
+                                stdout=out,
+                                stderr=subprocess.STDOUT,
+                            ),
+                            log,
+                        )
+                    )
         for proc, log in procs:
             proc.wait(timeout=900)
             assert proc.returncode == 0, log.read_text()[-3000:]
@@ -54,7 +72,9 @@ def test_two_hosts_match_one_host(tmp_path):
     assert not os.path.exists(tmp_path / "multi" / "metrics.1.jsonl")
 
     whole = {r["step"]: r["ids"] for r in _jsonl(tmp_path / "single" / "batch_ids.0.jsonl")}
-    hosts = [{r["step"]: r["ids"] for r in _jsonl(tmp_path / "multi" / f"batch_ids.{p}.jsonl")} for p in range(2)]
+    hosts = [
+        {r["step"]: r["ids"] for r in _jsonl(tmp_path / "multi" / f"batch_ids.{p}.jsonl")} for p in range(2)
+    ]
     for step, ids in whole.items():
         assert not set(hosts[0][step]) & set(hosts[1][step])
         assert hosts[0][step] + hosts[1][step] == ids

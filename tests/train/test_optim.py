@@ -1,4 +1,5 @@
 """DINO AdamW: per-tensor clipping, decay groups, frozen last layer (croc.md §7)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,11 +12,21 @@ from dense_jax.train import optim
 
 def _params():
     r = np.random.default_rng(0)
-    return {"backbone": {"blk": {"kernel": jnp.asarray(r.normal(size=(4, 3)), jnp.float32),
-                                 "bias": jnp.asarray(r.normal(size=(3,)), jnp.float32)}},
-            "head": {"mlp": {"fc1": {"kernel": jnp.asarray(r.normal(size=(3, 5)), jnp.float32)}},
-                     "last_layer": {"kernel": jnp.asarray(r.normal(size=(5, 6)), jnp.float32),
-                                    "g": jnp.ones((1, 6), jnp.float32)}}}
+    return {
+        "backbone": {
+            "blk": {
+                "kernel": jnp.asarray(r.normal(size=(4, 3)), jnp.float32),
+                "bias": jnp.asarray(r.normal(size=(3,)), jnp.float32),
+            }
+        },
+        "head": {
+            "mlp": {"fc1": {"kernel": jnp.asarray(r.normal(size=(3, 5)), jnp.float32)}},
+            "last_layer": {
+                "kernel": jnp.asarray(r.normal(size=(5, 6)), jnp.float32),
+                "g": jnp.ones((1, 6), jnp.float32),
+            },
+        },
+    }
 
 
 def _tx(clip=0.0):
@@ -45,9 +56,13 @@ def test_decoupled_decay_only_on_matrices():
     zero = jax.tree.map(jnp.zeros_like, params)
     updates, _ = tx.update(zero, tx.init(params), params, lr=0.1, wd=0.5, freeze=False)
     # Zero gradients: the Adam part is 0, what remains is −lr·wd·p on decayed tensors.
-    np.testing.assert_allclose(updates["backbone"]["blk"]["kernel"], -0.05 * params["backbone"]["blk"]["kernel"], rtol=1e-6)
+    np.testing.assert_allclose(
+        updates["backbone"]["blk"]["kernel"], -0.05 * params["backbone"]["blk"]["kernel"], rtol=1e-6
+    )
     np.testing.assert_array_equal(updates["backbone"]["blk"]["bias"], 0.0)
-    np.testing.assert_allclose(updates["head"]["last_layer"]["g"], -0.05, rtol=1e-6)  # (1, out): decayed as in DINO
+    np.testing.assert_allclose(
+        updates["head"]["last_layer"]["g"], -0.05, rtol=1e-6
+    )  # (1, out): decayed as in DINO
 
 
 def test_freeze_last_layer_leaves_update_and_state_untouched():
@@ -64,4 +79,6 @@ def test_freeze_last_layer_leaves_update_and_state_untouched():
     # Unfrozen later: its first update is a first Adam step (own count), like torch's per-param step.
     fresh, _ = tx.update(grads, state0, params, lr=0.1, wd=0.04, freeze=False)
     unfrozen, _ = tx.update(grads, state1, params, lr=0.1, wd=0.04, freeze=False)
-    np.testing.assert_array_equal(unfrozen["head"]["last_layer"]["kernel"], fresh["head"]["last_layer"]["kernel"])
+    np.testing.assert_array_equal(
+        unfrozen["head"]["last_layer"]["kernel"], fresh["head"]["last_layer"]["kernel"]
+    )

@@ -1,5 +1,4 @@
 """Training input: sources, unreadable images, per-host slicing, determinism (jax-practices §6)."""
-import os
 
 import numpy as np
 import pytest
@@ -49,8 +48,9 @@ def test_corrupt_image_is_skipped_and_counted(image_folder):
     log = loop._Logger(workdir="", images_per_step=8, bar=None)
     log.count_images(batches[0], max_bad_fraction=0.5, dataset_size=10)
     with pytest.raises(loop.TooManyUnreadableError):
-        log.count_images({"index": np.arange(8), "skipped": np.full(8, 1)}, max_bad_fraction=0.5,
-                         dataset_size=10)
+        log.count_images(
+            {"index": np.arange(8), "skipped": np.full(8, 1)}, max_bad_fraction=0.5, dataset_size=10
+        )
 
 
 def test_missing_dataset_names_the_download(tmp_path):
@@ -68,7 +68,9 @@ def test_host_slices_are_disjoint_and_rebuild_the_global_batch():
         ids = [h[step]["index"] for h in hosts]
         assert not set(ids[0]) & set(ids[1])
         np.testing.assert_array_equal(np.concatenate(ids), whole[step]["index"])
-        np.testing.assert_array_equal(np.concatenate([h[step]["global"] for h in hosts]), whole[step]["global"])
+        np.testing.assert_array_equal(
+            np.concatenate([h[step]["global"] for h in hosts]), whole[step]["global"]
+        )
 
 
 def test_epochs_reshuffle_drop_the_remainder_and_resume():

@@ -1,6 +1,7 @@
 """A method's aux leaf sharded over 'data' (the method interface's mesh in `StepContext`):
 each device holds and writes its own slice, the whole state is equal on 1 and 8 devices after
 steps that move it far beyond the tolerance, and resume from a checkpoint is bitwise."""
+
 import shutil
 
 import flax.linen as nn
@@ -22,8 +23,18 @@ def bank_config(shape):
     # SGD without warm-up at a large lr: the parameters move far more than the parity
     # tolerance. (Adam would turn the pure rounding noise of gradients that are zero in exact
     # arithmetic, e.g. the attention key bias, into ±lr steps that differ between meshes.)
-    c.optim.update(dict(name="sgd", warmup_epochs=0, lr=0.01, min_lr=0.01, freeze_last_layer=0,
-                        scale_lr_by_batch=False, weight_decay=0.0, weight_decay_end=0.0))
+    c.optim.update(
+        dict(
+            name="sgd",
+            warmup_epochs=0,
+            lr=0.01,
+            min_lr=0.01,
+            freeze_last_layer=0,
+            scale_lr_by_batch=False,
+            weight_decay=0.0,
+            weight_decay_end=0.0,
+        )
+    )
     c.train.update(dict(epochs=1, steps_per_epoch=N_STEPS))
     c.ckpt.update(dict(every_steps=2, keep=5, async_save=False))
     return c
@@ -43,7 +54,14 @@ def steps(shape, host_batches=None):
             state, _ = trainer.step(state, trainer.device_batch(batch), trainer.rng)
         bank = state.aux["bank"]
         shard_rows = {s.data.shape[1] for s in bank.addressable_shards}
-        return jax.device_get(state), init, host_batches, bank.sharding.spec, shard_rows, trainer.step._cache_size()
+        return (
+            jax.device_get(state),
+            init,
+            host_batches,
+            bank.sharding.spec,
+            shard_rows,
+            trainer.step._cache_size(),
+        )
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +83,14 @@ def test_whole_state_equal_on_1_and_8_devices(one_and_eight):
     one, init, eight, init8, *_ = one_and_eight
     for a, b in zip(jax.tree.leaves(init), jax.tree.leaves(init8)):
         np.testing.assert_array_equal(a, b)
-    moved = max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(one.params),
-                                                             jax.tree.leaves(init.params)))
+    moved = max(
+        float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(init.params))
+    )
     # Relative to each value: float32 rounding differs with the reduction order on 8 devices.
-    diff = max(float((np.abs(np.asarray(a, np.float64) - b) / (1.0 + np.abs(b))).max(initial=0.0))
-               for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(eight)))
+    diff = max(
+        float((np.abs(np.asarray(a, np.float64) - b) / (1.0 + np.abs(b))).max(initial=0.0))
+        for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(eight))
+    )
     print(f"params moved {moved:.2e}; max |1 vs 8 devices| / (1 + |value|) over the whole state {diff:.2e}")
     assert moved > 1e-2
     assert diff < 1e-5

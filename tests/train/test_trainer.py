@@ -7,6 +7,7 @@
   the same batch ids at every step.
 Trainers (and their compiled steps) are shared between tests to keep compile time down.
 """
+
 import json
 import os
 import random
@@ -49,7 +50,10 @@ class Trainers:
             config = self.make_config(shape, fsdp)
             mesh, rules = loop.mesh_and_rules(config)
             with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-                self.built[shape, fsdp] = (loop.build_trainer(config, methods.get(config.method), mesh, rules), rules)
+                self.built[shape, fsdp] = (
+                    loop.build_trainer(config, methods.get(config.method), mesh, rules),
+                    rules,
+                )
         return self.built[shape, fsdp]
 
     def context(self, shape, fsdp=False):
@@ -83,11 +87,21 @@ def run_steps(trainers, shape, fsdp, host_batches, init_state=None):
         for host_batch in host_batches:
             state, step_metrics = trainer.step(state, trainer.device_batch(host_batch), trainer.rng)
             metrics.append(step_metrics)
-        out = jax.device_get({"metrics": metrics, "teacher": state.teacher, "params": state.params,
-                              "opt": state.opt_state, "aux": state.aux})
+        out = jax.device_get(
+            {
+                "metrics": metrics,
+                "teacher": state.teacher,
+                "params": state.params,
+                "opt": state.opt_state,
+                "aux": state.aux,
+            }
+        )
         out["losses"] = [m["loss"] for m in out["metrics"]]
-        out.update(init=init, cache_size=trainer.step._cache_size(),
-                   spec=tuple(state.params["backbone"]["block_0"]["mlp"]["fc1"]["kernel"].sharding.spec))
+        out.update(
+            init=init,
+            cache_size=trainer.step._cache_size(),
+            spec=tuple(state.params["backbone"]["block_0"]["mlp"]["fc1"]["kernel"].sharding.spec),
+        )
     return out
 
 
@@ -106,19 +120,24 @@ def test_compiles_once_and_freezes_last_layer(reference):
     assert np.all(np.isfinite(reference["losses"]))
     # Epoch 0 < freeze_last_layer: the last layer and its optimizer state never move.
     init = reference["init"]
-    np.testing.assert_array_equal(reference["params"]["head"]["last_layer"]["kernel"],
-                                  init.params["head"]["last_layer"]["kernel"])
+    np.testing.assert_array_equal(
+        reference["params"]["head"]["last_layer"]["kernel"], init.params["head"]["last_layer"]["kernel"]
+    )
     frozen = [s[-1].inner_states["last_layer"] for s in (reference["opt"], init.opt_state)]
     assert all(np.array_equal(a, b) for a, b in zip(*map(jax.tree.leaves, frozen)))
-    assert not np.array_equal(reference["params"]["head"]["mlp"]["fc1"]["kernel"],
-                              init.params["head"]["mlp"]["fc1"]["kernel"])
+    assert not np.array_equal(
+        reference["params"]["head"]["mlp"]["fc1"]["kernel"], init.params["head"]["mlp"]["fc1"]["kernel"]
+    )
 
 
-@pytest.mark.parametrize("shape,fsdp,spec", [
-    ((8, 1), False, (None, "model")),
-    ((4, 2), False, (None, "model")),
-    ((2, 4), True, ("data", "model")),
-])
+@pytest.mark.parametrize(
+    "shape,fsdp,spec",
+    [
+        ((8, 1), False, (None, "model")),
+        ((4, 2), False, (None, "model")),
+        ((2, 4), True, ("data", "model")),
+    ],
+)
 def test_mesh_parity(shape, fsdp, spec, trainers, host_batches, reference):
     out = run_steps(trainers, shape, fsdp, host_batches, init_state=reference["init"])  # no init compile
     assert out["spec"] == spec and out["cache_size"] == 1
@@ -142,9 +161,20 @@ def test_sigkill_resume_is_bitwise(trainers, tmp_path):
     log = tmp_path / "killed.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dense_jax.main", "--config=configs/dino_coco.py:smoke",
-             f"--workdir={killed}", "--config.mesh.shape=(8,1)", "--config.train.record_batch_ids=True"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "dense_jax.main",
+                "--config=configs/dino_coco.py:smoke",
+                f"--workdir={killed}",
+                "--config.mesh.shape=(8,1)",
+                "--config.train.record_batch_ids=True",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     kill_after = random.Random().randint(5, total - 5)
     metrics = killed / "metrics.jsonl"
     try:

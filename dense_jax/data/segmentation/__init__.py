@@ -43,17 +43,40 @@ from dense_jax.data import lists
 from dense_jax.data.segmentation.ade20k import ADE20K, ADE20K_CLASSES
 from dense_jax.data.segmentation.base import IGNORE_INDEX, SegmentationSource, UnreadableSampleError
 from dense_jax.data.segmentation.coco import (
-    COCO_STUFF_CLASSES, COCO_STUFF_IDS, COCO_THING_ID_RANGES, COCO_THINGS_CLASSES, COCOStuff,
-    COCOThings, coco_stuff_lut, coco_things_lut)
+    COCO_STUFF_CLASSES,
+    COCO_STUFF_IDS,
+    COCO_THING_ID_RANGES,
+    COCO_THINGS_CLASSES,
+    COCOStuff,
+    COCOThings,
+    coco_stuff_lut,
+    coco_things_lut,
+)
 from dense_jax.data.segmentation.davis import DAVIS2017
 from dense_jax.data.segmentation.pascal_context import PASCAL_CONTEXT_CLASSES, PascalContext
 from dense_jax.data.segmentation.voc import VOC_CLASSES, VOCSegmentation
 
 __all__ = [
-    "ADE20K", "ADE20K_CLASSES", "COCO_STUFF_CLASSES", "COCO_STUFF_IDS", "COCO_THING_ID_RANGES",
-    "COCO_THINGS_CLASSES", "COCOStuff", "COCOThings", "DATASETS", "DAVIS2017", "IGNORE_INDEX",
-    "PASCAL_CONTEXT_CLASSES", "PascalContext", "SegmentationSource", "UnreadableSampleError",
-    "VOC_CLASSES", "VOCSegmentation", "coco_stuff_lut", "coco_things_lut", "open_source",
+    "ADE20K",
+    "ADE20K_CLASSES",
+    "COCO_STUFF_CLASSES",
+    "COCO_STUFF_IDS",
+    "COCO_THING_ID_RANGES",
+    "COCO_THINGS_CLASSES",
+    "COCOStuff",
+    "COCOThings",
+    "DATASETS",
+    "DAVIS2017",
+    "IGNORE_INDEX",
+    "PASCAL_CONTEXT_CLASSES",
+    "PascalContext",
+    "SegmentationSource",
+    "UnreadableSampleError",
+    "VOC_CLASSES",
+    "VOCSegmentation",
+    "coco_stuff_lut",
+    "coco_things_lut",
+    "open_source",
 ]
 
 DATASETS = {

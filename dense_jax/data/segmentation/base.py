@@ -41,7 +41,8 @@ def _missing(name: str, root, missing: Sequence[Path], help_text: str) -> FileNo
     paths = "\n".join(f"  {p}" for p in missing)
     return FileNotFoundError(
         f"{name} not found under root {str(root)!r}. Missing:\n{paths}\n{help_text.strip()}\n"
-        "dense_jax never downloads data: fetch the files above and point `root` at them.")
+        "dense_jax never downloads data: fetch the files above and point `root` at them."
+    )
 
 
 def _require(name: str, root, paths: Sequence[Path], help_text: str) -> None:
@@ -118,8 +119,7 @@ class _Source:
     group: str  # directory under the lists dir (excluded.txt, prepared lists)
     splits: tuple[str, ...]
 
-    def _setup(self, home, split, entries: dict, skipped: dict, *, ids, subset, check_files,
-               lists_dir):
+    def _setup(self, home, split, entries: dict, skipped: dict, *, ids, subset, check_files, lists_dir):
         """`home`: the dataset's own folder (lists live in <home>/dense_jax_lists by default);
         `entries`: id -> whatever `_probe`/`__getitem__` need; `skipped`: id -> reason."""
         self.root, self.split = Path(home), split
@@ -132,8 +132,10 @@ class _Source:
             wanted = set(ids)
             unknown = sorted(wanted - set(entries) - set(skipped))
             if unknown:
-                raise ValueError(f"{self.name} {split}: {len(unknown)} requested ids are not in "
-                                 f"the split, e.g. {unknown[:5]}")
+                raise ValueError(
+                    f"{self.name} {split}: {len(unknown)} requested ids are not in "
+                    f"the split, e.g. {unknown[:5]}"
+                )
             entries = {k: v for k, v in entries.items() if k in wanted}
             skipped = {k: v for k, v in skipped.items() if k in wanted}
         excluded = lists.read_excluded(lists.list_path(self.lists_dir, self.group, "excluded"))
@@ -169,14 +171,17 @@ class _Source:
         return UnreadableSampleError(
             f"{self.name}: cannot use {path}: {err}. To skip every such file, run "
             f"`python -m dense_jax.prepare --dataset {self.group} --root {self.root} --verify` "
-            f"(writes {lists.list_path(self.lists_dir, self.group, 'excluded')}).")
+            f"(writes {lists.list_path(self.lists_dir, self.group, 'excluded')})."
+        )
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}({str(self.root)!r}, {self.split!r}: {len(self)} samples, "
-                f"{len(self.skipped)} skipped)")
+        return (
+            f"{type(self).__name__}({str(self.root)!r}, {self.split!r}: {len(self)} samples, "
+            f"{len(self.skipped)} skipped)"
+        )
 
 
 class SegmentationSource(_Source):
@@ -220,6 +225,7 @@ class SegmentationSource(_Source):
             raise self._unreadable(image_path, err) from err
         mask = self.read_mask(index)
         if mask.shape != image.shape[:2]:
-            raise self._unreadable(self._entries[index][1],
-                                   f"mask shape {mask.shape} != image shape {image.shape[:2]}")
+            raise self._unreadable(
+                self._entries[index][1], f"mask shape {mask.shape} != image shape {image.shape[:2]}"
+            )
         return {"image": image, "mask": mask, "id": self.ids[index]}

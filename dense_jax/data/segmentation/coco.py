@@ -10,25 +10,63 @@ import numpy as np
 from PIL import Image
 
 from dense_jax.data.segmentation.base import (
-    _INDEX_MODES, IGNORE_INDEX, SegmentationSource, _make_lut, _missing, _read_index_png,
-    _require)
+    _INDEX_MODES,
+    IGNORE_INDEX,
+    SegmentationSource,
+    _make_lut,
+    _missing,
+    _read_index_png,
+    _require,
+)
 
 # COCO-Things: thing category id ranges -> the index of their super-category in the sorted
 # list (evaluation.md §5). Ids 12, 29, 30, 45, 66, 68, 69 inside the ranges are unused by COCO.
 COCO_THINGS_CLASSES = (
-    "accessory", "animal", "appliance", "electronic", "food", "furniture", "indoor",
-    "kitchen", "outdoor", "person", "sports", "vehicle",
+    "accessory",
+    "animal",
+    "appliance",
+    "electronic",
+    "food",
+    "furniture",
+    "indoor",
+    "kitchen",
+    "outdoor",
+    "person",
+    "sports",
+    "vehicle",
 )
 COCO_THING_ID_RANGES = {
-    "person": (1, 1), "vehicle": (2, 9), "outdoor": (10, 15), "animal": (16, 25),
-    "accessory": (27, 33), "sports": (34, 43), "kitchen": (44, 51), "food": (52, 61),
-    "furniture": (62, 70), "electronic": (72, 77), "appliance": (78, 82), "indoor": (84, 90),
+    "person": (1, 1),
+    "vehicle": (2, 9),
+    "outdoor": (10, 15),
+    "animal": (16, 25),
+    "accessory": (27, 33),
+    "sports": (34, 43),
+    "kitchen": (44, 51),
+    "food": (52, 61),
+    "furniture": (62, 70),
+    "electronic": (72, 77),
+    "appliance": (78, 82),
+    "indoor": (84, 90),
 }
 
 # COCO-Stuff: stuff category ids 92..182 -> sorted super-category index (evaluation.md §5).
 COCO_STUFF_CLASSES = (
-    "building", "ceiling", "floor", "food-stuff", "furniture-stuff", "ground", "plant",
-    "raw-material", "sky", "solid", "structural", "textile", "wall", "water", "window",
+    "building",
+    "ceiling",
+    "floor",
+    "food-stuff",
+    "furniture-stuff",
+    "ground",
+    "plant",
+    "raw-material",
+    "sky",
+    "solid",
+    "structural",
+    "textile",
+    "wall",
+    "water",
+    "window",
 )
 COCO_STUFF_IDS = {
     "textile": (92, 93, 104, 105, 109, 131, 137, 141, 152, 167, 168),
@@ -69,8 +107,9 @@ def _stuffthingmaps_lut(by_category_id: np.ndarray) -> np.ndarray:
     """stuffthingmaps store category id - 1 (0..181) with 255 = unlabeled; every id 1..182 is
     a real category there, so one without a label in `by_category_id` (a thing, for
     COCO-Stuff) is ignored."""
-    pairs = [(255, IGNORE_INDEX)] + [(v, by_category_id[v + 1]) if by_category_id[v + 1] >= 0
-                                     else (v, IGNORE_INDEX) for v in range(182)]
+    pairs = [(255, IGNORE_INDEX)] + [
+        (v, by_category_id[v + 1]) if by_category_id[v + 1] >= 0 else (v, IGNORE_INDEX) for v in range(182)
+    ]
     return _make_lut(pairs)
 
 
@@ -107,14 +146,22 @@ class _COCOSource(SegmentationSource):
     sources: tuple[str, ...]
     _category_lut: staticmethod  # () -> int16 (256,) lookup from COCO category id
 
-    def __init__(self, root, split: str = "train", *, source: str = "auto", ids=None,
-                 subset=None, check_files: bool = True, lists_dir=None):
+    def __init__(
+        self,
+        root,
+        split: str = "train",
+        *,
+        source: str = "auto",
+        ids=None,
+        subset=None,
+        check_files: bool = True,
+        lists_dir=None,
+    ):
         self._check_split(split)
         root = Path(root)
         images = root / f"{split}2017"
         if source == "auto":
-            found = [s for s in self.sources
-                     if all(p.exists() for p in _coco_source_paths(root, split, s))]
+            found = [s for s in self.sources if all(p.exists() for p in _coco_source_paths(root, split, s))]
             if not found or not images.is_dir():
                 wanted = [images] + [p for s in self.sources for p in _coco_source_paths(root, split, s)]
                 raise _missing(self.name, root, [p for p in wanted if not p.exists()], _COCO_HELP)
@@ -129,8 +176,16 @@ class _COCOSource(SegmentationSource):
         skipped = self._load_panoptic(root, split, entries) if source == "panoptic" else {}
         lut = self._category_lut()
         self._lut = _stuffthingmaps_lut(lut) if source == "stuffthingmaps" else lut
-        self._setup(root, split, entries, skipped,
-                    ids=ids, subset=subset, check_files=check_files, lists_dir=lists_dir)
+        self._setup(
+            root,
+            split,
+            entries,
+            skipped,
+            ids=ids,
+            subset=subset,
+            check_files=check_files,
+            lists_dir=lists_dir,
+        )
 
 
 class COCOThings(_COCOSource):
@@ -160,7 +215,8 @@ class COCOThings(_COCOSource):
             seg = sorted((s["id"], s["category_id"]) for s in ann["segments_info"])
             self._segments[Path(ann["file_name"]).stem] = (
                 np.array([s for s, _ in seg], np.int64).reshape(-1),
-                np.array([c for _, c in seg], np.uint8).reshape(-1))
+                np.array([c for _, c in seg], np.uint8).reshape(-1),
+            )
         skipped = {}
         for key in [k for k in entries if k not in self._segments]:
             skipped[key] = f"no annotation for this image in {path}"
@@ -185,8 +241,9 @@ class COCOThings(_COCOSource):
         found[found] = seg_ids[pos[found]] == segment[found]
         unknown = ~found & (segment != 0)
         if unknown.any():
-            raise ValueError(f"segment ids {np.unique(segment[unknown])[:10].tolist()} are not in "
-                             "the JSON's segments_info")
+            raise ValueError(
+                f"segment ids {np.unique(segment[unknown])[:10].tolist()} are not in the JSON's segments_info"
+            )
         raw = np.zeros(segment.shape, np.uint8)
         raw[found] = categories[pos[found]]
         return raw
@@ -200,8 +257,10 @@ def _check_thing_categories(categories, path) -> None:
         want = c["supercategory"] if c["isthing"] else None
         got = COCO_THINGS_CLASSES[label] if 0 <= label < len(COCO_THINGS_CLASSES) else None
         if label < 0 or got != want:
-            raise ValueError(f"{path}: category {c['id']} ({c['name']}, {c['supercategory']}) does "
-                             "not match the COCO-Things table of evaluation.md §5")
+            raise ValueError(
+                f"{path}: category {c['id']} ({c['name']}, {c['supercategory']}) does "
+                "not match the COCO-Things table of evaluation.md §5"
+            )
 
 
 class COCOStuff(_COCOSource):

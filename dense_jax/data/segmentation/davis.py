@@ -5,8 +5,18 @@ from __future__ import annotations
 import numpy as np
 
 from dense_jax.data.segmentation.base import (
-    _INDEX_MODES, _READ_ERRORS, IGNORE_INDEX, _descend, _header, _probe_pair, _read_image,
-    _read_index_png, _read_lines, _require, _Source)
+    _INDEX_MODES,
+    _READ_ERRORS,
+    IGNORE_INDEX,
+    _descend,
+    _header,
+    _probe_pair,
+    _read_image,
+    _read_index_png,
+    _read_lines,
+    _require,
+    _Source,
+)
 
 _DAVIS_HELP = """
 Download https://data.vision.ee.ethz.ch/csergi/share/davis/DAVIS-2017-trainval-480p.zip.
@@ -29,8 +39,17 @@ class DAVIS2017(_Source):
 
     name, group, splits = "DAVIS 2017", "davis2017", ("train", "val")
 
-    def __init__(self, root, split: str = "val", *, resolution: str = "480p", ids=None,
-                 subset=None, check_files: bool = True, lists_dir=None):
+    def __init__(
+        self,
+        root,
+        split: str = "val",
+        *,
+        resolution: str = "480p",
+        ids=None,
+        subset=None,
+        check_files: bool = True,
+        lists_dir=None,
+    ):
         self._check_split(split)
         davis = _descend(root, "DAVIS", "JPEGImages")
         frames_dir, masks_dir = davis / "JPEGImages" / resolution, davis / "Annotations" / resolution
@@ -43,8 +62,16 @@ class DAVIS2017(_Source):
                 skipped[seq] = f"no frames in {frames_dir / seq}"
                 continue
             entries[seq] = [(f, masks_dir / seq / f"{f.stem}.png") for f in frames]
-        self._setup(davis, split, entries, skipped,
-                    ids=ids, subset=subset, check_files=check_files, lists_dir=lists_dir)
+        self._setup(
+            davis,
+            split,
+            entries,
+            skipped,
+            ids=ids,
+            subset=subset,
+            check_files=check_files,
+            lists_dir=lists_dir,
+        )
 
     def _probe(self, pairs) -> str | None:
         sizes = set()
@@ -59,8 +86,7 @@ class DAVIS2017(_Source):
         index = self._check_index(index)
         images, masks = [], []
         for image_path, mask_path in self._entries[index]:
-            for path, reader, out in ((image_path, _read_image, images),
-                                      (mask_path, _read_index_png, masks)):
+            for path, reader, out in ((image_path, _read_image, images), (mask_path, _read_index_png, masks)):
                 try:
                     out.append(reader(path))
                 except _READ_ERRORS as err:
@@ -70,7 +96,9 @@ class DAVIS2017(_Source):
         first = masks[0]
         objects = first[first != IGNORE_INDEX]
         return {
-            "image": np.stack(images), "mask": np.stack(masks), "id": self.ids[index],
+            "image": np.stack(images),
+            "mask": np.stack(masks),
+            "id": self.ids[index],
             "frame_ids": tuple(p.stem for p, _ in self._entries[index]),
             "num_objects": int(objects.max()) if objects.size else 0,
         }

@@ -3,17 +3,75 @@
 from __future__ import annotations
 
 from dense_jax.data.segmentation.base import (
-    IGNORE_INDEX, SegmentationSource, _descend, _make_lut, _read_lines, _require)
+    IGNORE_INDEX,
+    SegmentationSource,
+    _descend,
+    _make_lut,
+    _read_lines,
+    _require,
+)
 
 # The MMSeg converter keys the 59 most frequent Detail labels in sorted (= alphabetical) order.
 PASCAL_CONTEXT_CLASSES = (
-    "aeroplane", "bag", "bed", "bedclothes", "bench", "bicycle", "bird", "boat", "book",
-    "bottle", "building", "bus", "cabinet", "car", "cat", "ceiling", "chair", "cloth",
-    "computer", "cow", "cup", "curtain", "dog", "door", "fence", "floor", "flower", "food",
-    "grass", "ground", "horse", "keyboard", "light", "motorbike", "mountain", "mouse", "person",
-    "plate", "platform", "pottedplant", "road", "rock", "sheep", "shelves", "sidewalk", "sign",
-    "sky", "snow", "sofa", "table", "track", "train", "tree", "truck", "tvmonitor", "wall",
-    "water", "window", "wood",
+    "aeroplane",
+    "bag",
+    "bed",
+    "bedclothes",
+    "bench",
+    "bicycle",
+    "bird",
+    "boat",
+    "book",
+    "bottle",
+    "building",
+    "bus",
+    "cabinet",
+    "car",
+    "cat",
+    "ceiling",
+    "chair",
+    "cloth",
+    "computer",
+    "cow",
+    "cup",
+    "curtain",
+    "dog",
+    "door",
+    "fence",
+    "floor",
+    "flower",
+    "food",
+    "grass",
+    "ground",
+    "horse",
+    "keyboard",
+    "light",
+    "motorbike",
+    "mountain",
+    "mouse",
+    "person",
+    "plate",
+    "platform",
+    "pottedplant",
+    "road",
+    "rock",
+    "sheep",
+    "shelves",
+    "sidewalk",
+    "sign",
+    "sky",
+    "snow",
+    "sofa",
+    "table",
+    "track",
+    "train",
+    "tree",
+    "truck",
+    "tvmonitor",
+    "wall",
+    "water",
+    "window",
+    "wood",
 )
 
 _CONTEXT_HELP = """
@@ -37,8 +95,17 @@ class PascalContext(SegmentationSource):
 
     name, group, splits = "Pascal Context", "pascal_context", ("train", "val")
 
-    def __init__(self, root, split: str = "train", *, num_classes: int = 59, ids=None,
-                 subset=None, check_files: bool = True, lists_dir=None):
+    def __init__(
+        self,
+        root,
+        split: str = "train",
+        *,
+        num_classes: int = 59,
+        ids=None,
+        subset=None,
+        check_files: bool = True,
+        lists_dir=None,
+    ):
         if num_classes not in (59, 60):
             raise ValueError(f"Pascal Context has 59 or 60 classes, got {num_classes}")
         self._check_split(split)
@@ -52,7 +119,14 @@ class PascalContext(SegmentationSource):
         else:
             self.class_names = ("background",) + PASCAL_CONTEXT_CLASSES
             self._lut = _make_lut([(i, i) for i in range(60)])
-        entries = {i: (voc / "JPEGImages" / f"{i}.jpg", masks / f"{i}.png")
-                   for i in _read_lines(split_file)}
-        self._setup(voc.parent, split, entries, {},
-                    ids=ids, subset=subset, check_files=check_files, lists_dir=lists_dir)
+        entries = {i: (voc / "JPEGImages" / f"{i}.jpg", masks / f"{i}.png") for i in _read_lines(split_file)}
+        self._setup(
+            voc.parent,
+            split,
+            entries,
+            {},
+            ids=ids,
+            subset=subset,
+            check_files=check_files,
+            lists_dir=lists_dir,
+        )

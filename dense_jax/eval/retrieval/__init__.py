@@ -27,6 +27,7 @@ fractions for a seed.
 Modules: ``kernels`` (the jitted math), ``subsets``, ``driver`` (``run``, memory, queries),
 ``figures`` (the PNGs); their public names are re-exported here.
 """
+
 from __future__ import annotations
 
 from dense_jax.eval.retrieval.driver import build_memory, hbird_jitter, memory_item, query, run
@@ -34,6 +35,18 @@ from dense_jax.eval.retrieval.figures import save_pngs
 from dense_jax.eval.retrieval.kernels import aggregate, memory_rows, patch_counts, sample_patches
 from dense_jax.eval.retrieval.subsets import balanced_subsets, class_presence, file_set_subsets
 
-__all__ = ["aggregate", "balanced_subsets", "build_memory", "class_presence", "file_set_subsets",
-           "hbird_jitter", "memory_item", "memory_rows", "patch_counts", "query", "run",
-           "sample_patches", "save_pngs"]
+__all__ = [
+    "aggregate",
+    "balanced_subsets",
+    "build_memory",
+    "class_presence",
+    "file_set_subsets",
+    "hbird_jitter",
+    "memory_item",
+    "memory_rows",
+    "patch_counts",
+    "query",
+    "run",
+    "sample_patches",
+    "save_pngs",
+]

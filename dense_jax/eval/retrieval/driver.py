@@ -1,5 +1,6 @@
 """The Hummingbird driver (evaluation.md §1): augmented memory items, memory building, the
 val queries and ``run`` over the fractions and seeds."""
+
 from __future__ import annotations
 
 import functools
@@ -7,7 +8,8 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 from PIL import Image
 
 from dense_jax.data import transforms
@@ -30,20 +32,35 @@ def hbird_jitter(img: Image.Image, rng: np.random.Generator, strength: float, p:
     return img
 
 
-def memory_item(item: dict, rng: np.random.Generator, size: int, scale, ratio, jitter: float,
-                jitter_p: float, ignore_to: int, mean, std) -> dict:
+def memory_item(
+    item: dict,
+    rng: np.random.Generator,
+    size: int,
+    scale,
+    ratio,
+    jitter: float,
+    jitter_p: float,
+    ignore_to: int,
+    mean,
+    std,
+) -> dict:
     """One augmented memory view (§1): jitter, paired RRC (image bilinear+antialias, mask
     nearest), void -> ``ignore_to`` (kept as is when < 0), normalisation; records the crop box."""
     image = Image.fromarray(np.asarray(item["image"])).convert("RGB")
     image = hbird_jitter(image, rng, jitter, jitter_p)
     box = transforms.sample_crop_box(rng, (image.height, image.width), scale, ratio)
-    image, mask, _ = transforms.crop_resize_flip(image, box, size, Image.Resampling.BILINEAR,
-                                                 mask=Image.fromarray(np.asarray(item["mask"], np.uint8)))
+    image, mask, _ = transforms.crop_resize_flip(
+        image, box, size, Image.Resampling.BILINEAR, mask=Image.fromarray(np.asarray(item["mask"], np.uint8))
+    )
     mask = np.asarray(mask)
     if ignore_to >= 0:
         mask = np.where(mask == 255, np.uint8(ignore_to), mask)
-    return {"image": transforms.normalize(image, mean, std), "mask": mask,
-            "box": np.asarray(box, np.float32), "index": np.int32(item["index"])}
+    return {
+        "image": transforms.normalize(image, mean, std),
+        "mask": mask,
+        "box": np.asarray(box, np.float32),
+        "index": np.int32(item["index"]),
+    }
 
 
 # ----------------------------------------------------------------------------- driver
@@ -56,9 +73,17 @@ def build_memory(ctx: F.EvalContext, train, indices: np.ndarray, seed: int, patc
     quota = g * g if cfg.memory_size <= 0 else min(g * g, cfg.memory_size // (n * cfg.epochs))
     if quota < 1:
         raise ValueError(f"hbird.memory_size={cfg.memory_size} leaves no patch per image for {n} images")
-    item = functools.partial(memory_item, size=cfg.size, scale=cfg.crop_scale, ratio=cfg.crop_ratio,
-                             jitter=cfg.jitter, jitter_p=cfg.jitter_p, ignore_to=cfg.memory_ignore_to,
-                             mean=inp.mean, std=inp.std)
+    item = functools.partial(
+        memory_item,
+        size=cfg.size,
+        scale=cfg.crop_scale,
+        ratio=cfg.crop_ratio,
+        jitter=cfg.jitter,
+        jitter_p=cfg.jitter_p,
+        ignore_to=cfg.memory_ignore_to,
+        mean=inp.mean,
+        std=inp.std,
+    )
     bs = extractor.batch_size(inp.batch_size)
     rows = n * cfg.epochs * quota
     feats = np.zeros((rows, 0), np.float32)
@@ -67,14 +92,23 @@ def build_memory(ctx: F.EvalContext, train, indices: np.ndarray, seed: int, patc
     key = jax.random.key(seed)
     at = 0
     for epoch in range(cfg.epochs):
-        for batch in F.batches(Subset(train, indices), item, bs, seed=seed * 1000 + epoch,
-                               workers=inp.workers):
+        for batch in F.batches(
+            Subset(train, indices), item, bs, seed=seed * 1000 + epoch, workers=inp.workers
+        ):
             m = int(batch["valid"].sum())
             keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(key, epoch), i))(
-                jnp.asarray(batch["index"]))
-            f, c, idx = jax.device_get(kernels.memory_rows(extractor(batch["image"])["patch"],
-                                                           extractor.to_device(batch["mask"]), keys,
-                                                           patch, data.num_classes, quota))
+                jnp.asarray(batch["index"])
+            )
+            f, c, idx = jax.device_get(
+                kernels.memory_rows(
+                    extractor(batch["image"])["patch"],
+                    extractor.to_device(batch["mask"]),
+                    keys,
+                    patch,
+                    data.num_classes,
+                    quota,
+                )
+            )
             if feats.shape[1] == 0:
                 feats = np.zeros((rows, f.shape[-1]), np.float32)
             sl = slice(at, at + m * quota)
@@ -103,17 +137,32 @@ def query(ctx: F.EvalContext, memory: dict, val: dict, patch: int, n_keep: int):
     acc = metrics.ConfusionAccumulator(data.num_classes, ignore_index=data.ignore_index)
     kept, first_idx = [], None
     for start in range(0, len(val["labels"]), bs):
-        m = len(val["labels"][start:start + bs])
-        batch = F.pad_batch({"f": val["patch"][start:start + bs], "y": val["labels"][start:start + bs],
-                             "valid": np.ones(m, bool)}, bs)
+        m = len(val["labels"][start : start + bs])
+        batch = F.pad_batch(
+            {
+                "f": val["patch"][start : start + bs],
+                "y": val["labels"][start : start + bs],
+                "valid": np.ones(m, bool),
+            },
+            bs,
+        )
         q = jnp.asarray(batch["f"]).reshape(-1, batch["f"].shape[-1])
         sims, idx = knn(q, mem, cfg.k, chunk, metric="dot", mesh=mesh, num_valid=rows)
-        cm, pred = kernels.aggregate(sims, idx, jnp.maximum(jnp.linalg.norm(q, axis=-1), 1e-12), counts,
-                                     extractor.to_device(batch["y"]), extractor.to_device(batch["valid"]),
-                                     patch, data.num_classes, data.ignore_index, cfg.temperature)
+        cm, pred = kernels.aggregate(
+            sims,
+            idx,
+            jnp.maximum(jnp.linalg.norm(q, axis=-1), 1e-12),
+            counts,
+            extractor.to_device(batch["y"]),
+            extractor.to_device(batch["valid"]),
+            patch,
+            data.num_classes,
+            data.ignore_index,
+            cfg.temperature,
+        )
         acc.add(cm)
         if start < n_keep:
-            kept.append(jax.device_get(pred)[:min(m, n_keep - start)])
+            kept.append(jax.device_get(pred)[: min(m, n_keep - start)])
         if first_idx is None:
             first_idx = np.asarray(jax.device_get(idx)).reshape(bs, -1, cfg.k)[0]
     return acc.cm, (np.concatenate(kept) if kept else np.zeros((0,))), first_idx
@@ -129,8 +178,11 @@ def run(ctx: F.EvalContext) -> dict:
     presence = None if cfg.file_sets else subsets.class_presence(train, data.num_classes)
     runs, shown = {}, None
     for seed in cfg.seeds:
-        chosen = (subsets.file_set_subsets(cfg.file_sets, train, cfg.fractions, seed) if cfg.file_sets
-                  else subsets.balanced_subsets(presence, cfg.fractions, seed, fg))
+        chosen = (
+            subsets.file_set_subsets(cfg.file_sets, train, cfg.fractions, seed)
+            if cfg.file_sets
+            else subsets.balanced_subsets(presence, cfg.fractions, seed, fg)
+        )
         for f in sorted(cfg.fractions):
             if f >= 1 and seed != cfg.seeds[0]:
                 continue  # the full training set is evaluated once (first seed)
@@ -138,10 +190,17 @@ def run(ctx: F.EvalContext) -> dict:
             memory = build_memory(ctx, train, indices, seed, patch)
             cm, preds, neighbours = query(ctx, memory, val, patch, ctx.config.output.n_show)
             scores = report.supervised_scores(cm, data.ignore_index)
-            runs.setdefault(_name(f), []).append({
-                "seed": seed, "n_images": len(indices), "quota": memory["quota"],
-                "num_rows": len(memory["counts"]), "reference": scores["miou_hungarian"],
-                "corrected": scores["miou_corrected"], "identity_all": scores["miou"]})
+            runs.setdefault(_name(f), []).append(
+                {
+                    "seed": seed,
+                    "n_images": len(indices),
+                    "quota": memory["quota"],
+                    "num_rows": len(memory["counts"]),
+                    "reference": scores["miou_hungarian"],
+                    "corrected": scores["miou_corrected"],
+                    "identity_all": scores["miou"],
+                }
+            )
             if f >= 1 or shown is None:
                 shown = (preds, neighbours, memory["origin"])
     summary = {}
@@ -150,10 +209,16 @@ def run(ctx: F.EvalContext) -> dict:
             summary[f"{name}_{metric}"] = float(np.mean([e[metric] for e in entries]))
     if ctx.workdir and ctx.config.output.n_show:
         figures.save_pngs(ctx, val, train, shown, patch)
-    return {"summary": summary, "runs": runs, "n_val": len(val["labels"]), "k": cfg.k,
-            "metric_definitions": {
-                "reference": "hbird: Hungarian-matched, mean IoU over all C classes (ADE: /151)",
-                "corrected": "identity mapping, mean over present classes, ignored class excluded"}}
+    return {
+        "summary": summary,
+        "runs": runs,
+        "n_val": len(val["labels"]),
+        "k": cfg.k,
+        "metric_definitions": {
+            "reference": "hbird: Hungarian-matched, mean IoU over all C classes (ADE: /151)",
+            "corrected": "identity mapping, mean over present classes, ignored class excluded",
+        },
+    }
 
 
 def _name(fraction: float) -> str:

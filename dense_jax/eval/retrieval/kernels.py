@@ -1,5 +1,6 @@
 """The jitted math of the Hummingbird protocol (evaluation.md §1): per-patch label counts, the
 rare-class patch sampling, the kept memory rows and the soft-label aggregation of a query batch."""
+
 from __future__ import annotations
 
 import functools
@@ -52,8 +53,18 @@ def memory_rows(feats, mask, keys, patch: int, num_classes: int, quota: int):
 
 
 @functools.partial(jax.jit, static_argnames=("patch", "num_classes", "ignore_index", "temperature"))
-def aggregate(sims, idx, qnorm, mem_counts, gt, valid, patch: int, num_classes: int,
-              ignore_index: int, temperature: float):
+def aggregate(
+    sims,
+    idx,
+    qnorm,
+    mem_counts,
+    gt,
+    valid,
+    patch: int,
+    num_classes: int,
+    ignore_index: int,
+    temperature: float,
+):
     """Soft-label prediction of a query batch and its (C, C) confusion matrix: the neighbours' soft
     labels weighted by softmax(cos / temperature), upsampled bilinearly, argmax (§1)."""
     b, s, _ = gt.shape

@@ -1,5 +1,6 @@
 """Training subsets of the Hummingbird fractions (evaluation.md §1): class presence, the
 class-balanced draw (the one of ``python -m dense_jax.prepare``) and hbird's shipped file sets."""
+
 from __future__ import annotations
 
 import glob
@@ -34,8 +35,10 @@ def balanced_subsets(presence: list[np.ndarray], fractions, seed: int, fg_classe
     counts = [lists.per_class_count(n, int(round(1 / f)), len(classes)) for f in small_to_large]
     empty = [f for f, count in zip(small_to_large, counts) if count == 0]
     if empty:
-        raise ValueError(f"hbird fraction {empty[0]:g} of {n} images leaves no image per class "
-                         f"for {len(classes)} foreground classes")
+        raise ValueError(
+            f"hbird fraction {empty[0]:g} of {n} images leaves no image per class "
+            f"for {len(classes)} foreground classes"
+        )
     drawn = lists.balanced_fractions(dict(enumerate(presence)), classes, counts, seed)
     return {f: np.asarray(ids, np.int64) for f, ids in zip(small_to_large, drawn)}
 

@@ -42,8 +42,9 @@ def _swap_weights(values, tables, relaxation, steepness, art_lambda):
         partner, is_lower, keeps_alpha, passes = table
         is_lower, keeps_alpha, passes = is_lower[:, None], keeps_alpha[:, None], passes[:, None]
         other = _take_partner(values, partner)
-        alpha = _swap_weight(jnp.where(is_lower, other - values, values - other),
-                             relaxation, steepness, art_lambda)
+        alpha = _swap_weight(
+            jnp.where(is_lower, other - values, values - other), relaxation, steepness, art_lambda
+        )
         own = jnp.where(passes, 1.0, jnp.where(keeps_alpha, alpha, 1.0 - alpha))
         return other + own * (values - other), own
 
@@ -56,15 +57,20 @@ def _sort_wire_major(values, tables, network, relaxation, steepness, art_lambda,
     ``chunked`` (one chunk of ``soft_sort``'s rows): P's layers are recomputed in the backward
     pass instead of kept (the cheap weights are kept either way), and its scans are unrolled.
     """
-    values, own = _swap_weights(values, tuple(map(jnp.asarray, tables)), relaxation, steepness,
-                                art_lambda)
+    values, own = _swap_weights(values, tuple(map(jnp.asarray, tables)), relaxation, steepness, art_lambda)
     compose = jax.checkpoint(_compose_swaps, static_argnums=(2, 3)) if chunked else _compose_swaps
     return values, compose(own, jnp.asarray(tables[0]), network, chunked)
 
 
 @functools.partial(jax.jit, static_argnames=("network", "relaxation", "row_chunk"))
-def soft_sort(x, network: str = "bitonic", relaxation: str = "cauchy", steepness=100.0,
-              art_lambda=0.25, row_chunk: int | None = None):
+def soft_sort(
+    x,
+    network: str = "bitonic",
+    relaxation: str = "cauchy",
+    steepness=100.0,
+    art_lambda=0.25,
+    row_chunk: int | None = None,
+):
     """Differentiable ascending sort of the last axis, as diffsort 0.2.0 (neco.md §4).
 
     Args:
@@ -87,8 +93,14 @@ def soft_sort(x, network: str = "bitonic", relaxation: str = "cauchy", steepness
     *batch, n = x.shape
     rows = math.prod(batch)
     tables = _scan_tables(network, n)
-    sort = functools.partial(_sort_wire_major, tables=tables, network=network,
-                             relaxation=relaxation, steepness=steepness, art_lambda=art_lambda)
+    sort = functools.partial(
+        _sort_wire_major,
+        tables=tables,
+        network=network,
+        relaxation=relaxation,
+        steepness=steepness,
+        art_lambda=art_lambda,
+    )
     x = x.reshape(rows, n)
     if row_chunk is None or row_chunk >= rows:
         values, perm = sort(x.T)

@@ -135,16 +135,15 @@ def _compose_swaps(own, partners, network, unroll=False):
     padded = 2 ** math.ceil(math.log2(n))
     first_dense = sum(1 + len(later) for _, later in stages)
     virtual = jnp.ones((first_dense + 1, padded - n, rows), own.dtype)  # pass-throughs: own = 1
-    own_padded = jnp.concatenate([virtual, own[:first_dense + 1]], axis=1)
+    own_padded = jnp.concatenate([virtual, own[: first_dense + 1]], axis=1)
     perm, first = jnp.ones((1, padded, 1, rows), own.dtype), 0
     for block, later in stages:
         perm = _merge_blocks(perm, _in_blocks(own_padded[first], block))
         if len(later):
-            stage_own = _in_blocks(own_padded[first + 1:first + 1 + len(later)], block)
+            stage_own = _in_blocks(own_padded[first + 1 : first + 1 + len(later)], block)
             perm = _scan_swaps(perm, stage_own, jnp.asarray(later), unroll)
         first += 1 + len(later)
     perm = _merge_blocks(perm, _in_blocks(own_padded[first], 2 * perm.shape[0]))
     while perm.shape[1] > 1:  # the first dense stage's block is not yet all wires
-        perm = _merge_blocks(perm, jnp.ones((2 * perm.shape[0], perm.shape[1] // 2, rows),
-                                            own.dtype))
-    return _scan_swaps(perm[-n:, 0, -n:], own[first + 1:], partners[first + 1:], unroll)
+        perm = _merge_blocks(perm, jnp.ones((2 * perm.shape[0], perm.shape[1] // 2, rows), own.dtype))
+    return _scan_swaps(perm[-n:, 0, -n:], own[first + 1 :], partners[first + 1 :], unroll)

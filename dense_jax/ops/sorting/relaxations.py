@@ -22,8 +22,9 @@ def _arctan_f32(v):
     numerator = jnp.where(big, -1.0, jnp.where(mid, a - 1.0, a))
     t = numerator / jnp.where(big, a, jnp.where(mid, a + 1.0, 1.0))
     z = t * t
-    poly = (((8.05374449538e-2 * z - 1.38776856032e-1) * z + 1.99777106478e-1) * z
-            - 3.33329491539e-1) * z * t + t
+    poly = (
+        ((8.05374449538e-2 * z - 1.38776856032e-1) * z + 1.99777106478e-1) * z - 3.33329491539e-1
+    ) * z * t + t
     return jnp.copysign(jnp.where(big, jnp.pi / 2, jnp.where(mid, jnp.pi / 4, 0.0)) + poly, v)
 
 
