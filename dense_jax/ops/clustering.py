@@ -39,11 +39,16 @@ Outputs come back in the reference's column order: column j < K* is the referenc
 of Q*, columns ≥ K* are dead and 0 — i.e. the reference's ``pad_sequence`` output, padded to
 K_start instead of the device-wide max K*.
 
+Degenerate inputs (no reference counterpart: the reference yields NaN there). If all positions of
+a sample coincide, G is 0 instead of 0/0; a zero-mass column is normalised to 0 instead of 0/0;
+the first eligible step is taken even if its cost is NaN, so K* is always in [2, k_max].
+
 Normalisation groups (croc.md §4 step 3, §10). The reference min–max normalises M over the
 whole per-device batch, so results depend on the device batch and the device count. Here the
 group is explicit: ``norm_group`` consecutive *images* (all their heads), so results do not
-depend on how the sample axis is sharded; ``norm_group=1`` is the per-sample(-image) option and
-``norm_group=None`` one group over the whole batch given. To emulate a reference run with
+depend on how the sample axis is sharded; ``norm_group=1`` normalises per image (its H heads
+together), ``num_heads=1, norm_group=1`` per sample (§10's per-sample option), and
+``norm_group=None`` over the whole batch given. To emulate a reference run with
 per-device batch B_ref, use norm_group = B_ref.
 """
 
@@ -304,6 +309,7 @@ def _croc_jit(
         Cn = _unit(C)
         G = jnp.linalg.norm(E[:, :, None, :] - Ec[:, None, :, :], axis=-1)  # (S, 2N, K0)
         gmax = jnp.max(jnp.where(live[:, None, :], G, -jnp.inf), axis=(1, 2), keepdims=True)
+        gmax = jnp.where(gmax > 0, gmax, 1.0)  # all positions equal: G = 0 (reference: 0/0 = NaN)
         M = -jnp.einsum("snd,skd->snk", phi, Cn, precision=_HI) + lam_pos * (G / gmax)
         M = _group_minmax(M, live, group)
         P = sinkhorn(M, r, c, lam=lam, n_iters=n_iters, live=live)

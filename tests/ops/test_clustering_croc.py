@@ -343,6 +343,17 @@ def test_group_permutation_and_coupling():
     res2 = croc_cluster(fp2, fc, pos, seeds=seeds, norm_group=2, **KW)
     keep = np.r_[0:4, 8:16]
     np.testing.assert_array_equal(np.asarray(base.assign)[keep], np.asarray(res2.assign)[keep])
+    # ... while an image of the same group couples through the group's min/max (croc.md §4 step 3).
+    fp3 = fp.copy()
+    fp3[4:6] = fp2[4:6]  # image 2 only; image 3 is in its group
+    res3 = croc_cluster(fp3, fc, pos, seeds=seeds, norm_group=2, **KW)
+    assert not np.allclose(np.asarray(base.costs)[6:8], np.asarray(res3.costs)[6:8])
+    np.testing.assert_array_equal(np.asarray(base.costs)[keep], np.asarray(res3.costs)[keep])
+    # One group over the whole batch equals norm_group = B.
+    whole = croc_cluster(fp, fc, pos, seeds=seeds, norm_group=None, **KW)
+    every = croc_cluster(fp, fc, pos, seeds=seeds, norm_group=8, **KW)
+    for a, b in zip(whole, every):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 # ------------------------------------------------------------------------------------------------
