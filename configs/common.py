@@ -45,6 +45,7 @@ def base() -> mlc.ConfigDict:
             split="train",
             num_examples=0,  # scenes: dataset size (0 = the split's default)
             image_size=(224, 224),  # scenes: rendered (H, W)
+            scenes_style="learnable",  # scenes: "learnable" or "hard" (dense_jax/data/scenes.py)
             batch_size=256,  # global batch over all hosts
             workers=0,  # grain worker processes per host (0 = in-process)
             max_consecutive_bad=32,  # unreadable files skipped in a row before giving up
@@ -176,6 +177,13 @@ def apply_variants(c: mlc.ConfigDict, arg: str | None, variants: dict) -> mlc.Co
             )
         variants[name](c)
     return c
+
+
+def demo_evaluations(c: mlc.ConfigDict) -> None:
+    """Score the teacher with the ``:demo`` linear probe, K-means and Hummingbird before
+    training and at its end; the CLI prints the before/after table (eval/periodic.py)."""
+    for name in ("linear", "kmeans", "hbird"):
+        c.evals[name] = dict(config=f"configs/eval/{name}_voc.py:demo", every=0, at_start=True)
 
 
 def demo_schedule(c: mlc.ConfigDict, epochs: int) -> None:

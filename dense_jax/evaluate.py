@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Callable
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 
@@ -60,6 +60,7 @@ def evaluate(config, workdir: str, log: Callable[[str], None] = print) -> dict:
 
 
 def main(config, workdir: str) -> None:
+    logging.set_verbosity(logging.WARNING)  # JAX's backend probing and orbax INFO lines
     from dense_jax.data.sources import DatasetNotFoundError
 
     try:

@@ -34,6 +34,7 @@ def main(argv) -> None:
     try:
         evals = periodic.from_config(config, _WORKDIR.value, fit=loop.fit)
         loop.train(config, methods.get(config.method), _WORKDIR.value, evals=evals)
+        _report_evaluations(_WORKDIR.value)
     except (
         UnknownMethodError,
         FileNotFoundError,
@@ -41,6 +42,21 @@ def main(argv) -> None:
         loop.TooManyUnreadableError,
     ) as err:  # one clear line, no traceback
         sys.exit(f"error: {err}")
+
+
+def _report_evaluations(workdir: str) -> None:
+    """Prints the evaluations' before/after table and where their PNGs are (``config.evals``)."""
+    import os
+
+    import jax
+
+    from dense_jax.eval import periodic
+
+    metrics = os.path.join(workdir, "metrics.jsonl")
+    table = periodic.before_after(metrics) if os.path.exists(metrics) else ""
+    if table and jax.process_index() == 0:
+        print(f"\nevaluations (x100), {metrics}:\n{table}")
+        print(f"PNGs: {os.path.join(workdir, 'eval', '<name>', 'step_<n>')}")
 
 
 def run() -> None:

@@ -82,6 +82,7 @@ DATASETS = {
         num_classes=9,
         ignore_index=255,
         background=(6, 7, 8),
+        scenes_style="learnable",  # or "hard": class-blind colours (dense_jax/data/scenes.py)
     ),
 }
 

@@ -3,11 +3,19 @@
 Every image is drawn from nothing but its (seed, split, index, size), so demos, notebooks
 and CI can train and evaluate every method without downloading anything.
 
-A scene is one or two "stuff" background regions with 2-6 "thing" objects on top. A class
-is carried by shape and texture together, never by colour: every region gets two random
-colours (the same distribution for all classes, randomly swapped) that its binary or smooth
-texture pattern blends between. Objects get a random scale, aspect, rotation and position;
-their centres are kept apart so that objects overlap only partly.
+A scene is one or two "stuff" background regions with "thing" objects on top. Two styles:
+
+- ``"learnable"`` (default): like real photos, a class has typical colours (a hue, saturation
+  and brightness range per class that overlaps its neighbours'), a texture whose period is
+  about one 16-pixel patch at 128², a shape, and 1-4 objects per scene large enough to span
+  several tokens. Colour alone is an unreliable cue (overlapping priors, colour jitter in the
+  SSL recipes); colour, texture and shape together identify a class.
+- ``"hard"``: class-blind colours, the same two-colour distribution for every class, textures
+  finer than a patch and 2-6 smaller objects: only shape and texture carry the class. A
+  CPU-minutes SSL run learns nothing here (benchmarks/scenes_learnability.md).
+
+Objects get a random scale, aspect, rotation and position; their centres are kept apart so
+that objects overlap only partly.
 
 Geometry and textures live in normalised coordinates (u = x / W, v = y / H), so one index
 gives the same scene at every size, like resizing it. Only the faint pixel noise and the
@@ -52,6 +60,24 @@ THING_CLASSES = (0, 1, 2, 3, 4, 5)
 STUFF_CLASSES = (6, 7, 8)
 IGNORE_INDEX = 255
 SPLITS = ("train", "val")
+STYLES = ("learnable", "hard")
+_OBJECTS = {"learnable": (1, 4), "hard": (2, 6)}  # default (min, max) objects per scene
+
+# Learnable style: each class's colour prior as (hue centre, saturation range), hue in turns.
+# Thing hues are 60° apart with a 20° spread, so neighbours overlap; stuff is desaturated.
+_HUE_SPREAD = 0.055
+_ATYPICAL = {True: 0.2, False: 0.1}  # chance of a uniformly random hue: things, stuff
+_CLASS_COLOUR = {
+    0: (0.00, (0.55, 0.9)),  # reddish
+    1: (1 / 6, (0.55, 0.9)),  # yellowish
+    2: (2 / 6, (0.55, 0.9)),  # greenish
+    3: (3 / 6, (0.55, 0.9)),  # cyan-ish
+    4: (4 / 6, (0.55, 0.9)),  # bluish
+    5: (5 / 6, (0.55, 0.9)),  # purplish
+    6: (0.58, (0.1, 0.45)),  # sky: pale blue
+    7: (0.27, (0.2, 0.55)),  # grass: muted green
+    8: (0.09, (0.2, 0.55)),  # sand: muted orange
+}
 
 _NOISE_LEVELS = 8  # +- uniform pixel noise on the 0..255 pattern level
 _NOISE_MARGIN = 64  # the noise field is cut at a random offset in [0, margin)
@@ -62,12 +88,20 @@ class ScenesConfig:
     """How scenes are drawn. ``ignore_border``: width in pixels of the 255 band."""
 
     image_size: tuple[int, int] = (224, 224)  # (H, W)
-    min_objects: int = 2
-    max_objects: int = 6
+    min_objects: int | None = None  # None: the style's default (learnable 1-4, hard 2-6)
+    max_objects: int | None = None
     seed: int = 0
     ignore_border: int = 1
+    style: str = "learnable"  # "learnable" | "hard" (class-blind colours, see the module doc)
 
     def __post_init__(self):
+        if self.style not in STYLES:
+            raise ValueError(f"scenes style must be one of {STYLES}, got {self.style!r}")
+        lo, hi = _OBJECTS[self.style]
+        if self.min_objects is None:
+            object.__setattr__(self, "min_objects", lo)
+        if self.max_objects is None:
+            object.__setattr__(self, "max_objects", hi)
         if not 0 <= self.min_objects <= self.max_objects <= 64:
             raise ValueError(f"need 0 <= min_objects <= max_objects <= 64, got {self}")
         if min(self.image_size) < 1 or self.ignore_border < 0:
@@ -95,34 +129,54 @@ class _Object:
 # ---------------------------------------------------------------------------- layout
 
 
-def _colours(rng: np.random.Generator) -> np.ndarray:
-    """Two colours with clear contrast; exchangeable, so classes share one distribution."""
+def _blind_colours(rng: np.random.Generator) -> np.ndarray:
+    """Hard style: two colours with clear contrast, exchangeable, one distribution for all classes."""
     pairs = rng.uniform(0.0, 255.0, size=(8, 2, 3)).astype(np.float32)
     ok = np.square(pairs[:, 0] - pairs[:, 1]).sum(-1) > 90.0**2
     return pairs[int(np.argmax(ok))]  # 8 tries fail with probability ~1e-6; then any pair
 
 
-def _region(rng: np.random.Generator, cls: int) -> _Region:
+def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
+    """One HSV colour (h in turns, s and v in [0, 1]) as float RGB in [0, 255]."""
+    k = (np.array([5.0, 3.0, 1.0]) + 6.0 * (h % 1.0)) % 6.0
+    return (255.0 * v * (1.0 - s * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0))).astype(np.float32)
+
+
+def _class_colours(rng: np.random.Generator, cls: int) -> np.ndarray:
+    """Learnable style: a light and a dark shade drawn from the class's colour prior."""
+    hue, (s_lo, s_hi) = _CLASS_COLOUR[cls]
+    atypical = rng.random() < _ATYPICAL[cls in THING_CLASSES]
+    h = rng.random() if atypical else hue + _HUE_SPREAD * rng.standard_normal()
+    s, v, dv, dh = rng.uniform((s_lo, 0.6, 0.25, -0.03), (s_hi, 1.0, 0.45, 0.03)).tolist()
+    return np.stack([_hsv_to_rgb(h, s, v), _hsv_to_rgb(h + dh, s, v - dv)])
+
+
+def _region(rng: np.random.Generator, cls: int, style: str) -> _Region:
     p, angle, *extra = rng.random(6).tolist()
-    period = 0.04 + 0.03 * p if cls in THING_CLASSES else 0.05 + 0.04 * p
-    return _Region(cls, period, 2 * math.pi * angle, tuple(extra), _colours(rng))
+    if style == "hard":
+        period = 0.04 + 0.03 * p if cls in THING_CLASSES else 0.05 + 0.04 * p
+        return _Region(cls, period, 2 * math.pi * angle, tuple(extra), _blind_colours(rng))
+    period = 0.08 + 0.05 * p  # about one patch of a 16-pixel ViT at 128²
+    return _Region(cls, period, 2 * math.pi * angle, tuple(extra), _class_colours(rng, cls))
 
 
 def _layout(rng: np.random.Generator, config: ScenesConfig):
     """Background regions and objects (back to front). Independent of the image size."""
+    style = config.style
     stuff = rng.choice(STUFF_CLASSES, size=2, replace=False)
-    background = [_region(rng, int(stuff[0]))]
+    background = [_region(rng, int(stuff[0]), style)]
     split_line = None
     if rng.random() < 0.6:  # a second stuff region behind a wavy line
-        background.append(_region(rng, int(stuff[1])))
+        background.append(_region(rng, int(stuff[1]), style))
         split_line = tuple(rng.random(5).tolist())
+    scale_lo, scale_range = (0.12, 0.15) if style == "hard" else (0.18, 0.14)
 
     n = int(rng.integers(config.min_objects, config.max_objects + 1))
     objects: list[_Object] = []
     for _ in range(n):
-        region = _region(rng, THING_CLASSES[int(rng.integers(len(THING_CLASSES)))])
+        region = _region(rng, THING_CLASSES[int(rng.integers(len(THING_CLASSES)))], style)
         scale, aspect = rng.random(2).tolist()
-        scale, aspect = 0.12 + 0.15 * scale, math.exp(0.5 * aspect - 0.25)
+        scale, aspect = scale_lo + scale_range * scale, math.exp(0.5 * aspect - 0.25)
         radii = (scale * aspect, scale / aspect)
         reach = max(radii)
         for cu, cv in rng.uniform(0.08, 0.92, size=(25, 2)).tolist():

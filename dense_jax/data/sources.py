@@ -75,11 +75,12 @@ class Scenes:
         masks: bool = True,
         frames: int = 1,
         shift: int = 4,
+        style: str = "learnable",
     ):
         h, w = (int(v) for v in image_size)
         self.width, self.masks, self.frames, self.shift = w, masks, frames, shift
         self.scenes = ScenesSource(
-            split, num_examples, ScenesConfig(image_size=(h, w + shift * (frames - 1)))
+            split, num_examples, ScenesConfig(image_size=(h, w + shift * (frames - 1)), style=style)
         )
 
     def __len__(self) -> int:
@@ -206,7 +207,9 @@ def training_source(data: mlc.ConfigDict) -> SkipUnreadable:
     if data.masks and data.source not in ("scenes", "segmentation"):
         raise ValueError(f"data.masks needs data.source 'scenes' or 'segmentation', not {data.source!r}")
     if data.source == "scenes":
-        source = Scenes(data.split, data.num_examples or None, data.image_size, masks=data.masks)
+        source = Scenes(
+            data.split, data.num_examples or None, data.image_size, masks=data.masks, style=data.scenes_style
+        )
     elif data.source == "segmentation":  # a labelled dataset reader (dense_jax.data.segmentation)
         from dense_jax.data import segmentation  # lazy: file readers of the real datasets
 

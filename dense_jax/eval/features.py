@@ -44,7 +44,7 @@ def open_source(data, split: str, limit: int = 0):
     ``limit`` items when ``limit > 0``. A dataset that is not on disk raises the readers' own
     ``DatasetNotFoundError`` naming what to download."""
     if data.name == "scenes":
-        return Scenes(split, limit or None, data.image_size)
+        return Scenes(split, limit or None, data.image_size, style=data.scenes_style)
     from dense_jax.data import segmentation  # lazy: file readers of the real datasets
 
     source = segmentation.open_source(data.name, split, data.root)

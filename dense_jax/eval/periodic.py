@@ -4,13 +4,16 @@
 runs that evaluation config's protocols on the backbone the run is scored by (the EMA
 teacher's, or the student's without a teacher) every N steps (0: only at the end) and at the
 last step, inside the training mesh, on the parameters where the trainer keeps them (sharded
-on the devices; nothing is gathered to one host). Scores go to ``metrics.jsonl`` as
-``eval/<name>/<protocol>/<score>``; PNGs under ``workdir/eval/<name>/step_<n>``.
+on the devices; nothing is gathered to one host). An optional ``at_start: True`` also scores
+the initial backbone at step 0, so that `before_after` can show what training changed.
+Scores go to ``metrics.jsonl`` as ``eval/<name>/<protocol>/<score>``; PNGs under
+``workdir/eval/<name>/step_<n>``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any, Callable
 
@@ -33,8 +36,11 @@ class PeriodicEval:
     train_config: mlc.ConfigDict
     workdir: str
     fit: Callable | None = None
+    at_start: bool = False
 
     def due(self, step: int, total: int) -> bool:
+        if step == 0:
+            return self.at_start
         return step == total or (self.every > 0 and step % self.every == 0)
 
     def run(self, params: Any, step: int, mesh: Mesh) -> dict[str, float]:
@@ -68,14 +74,51 @@ def from_config(
     evals = []
     for name in sorted(train_config.evals):
         entry = train_config.evals[name]
-        if set(entry) != {"config", "every"}:
+        if not {"config", "every"} <= set(entry) <= {"config", "every", "at_start"}:
             raise ValueError(
-                f"config.evals.{name} needs exactly the keys 'config' (an evaluation "
-                f"config file[:variants]) and 'every' (steps; 0 = at the end), got {sorted(entry)}"
+                f"config.evals.{name} needs the keys 'config' (an evaluation config "
+                f"file[:variants]) and 'every' (steps; 0 = at the end), optionally 'at_start' "
+                f"(also score the initial backbone), got {sorted(entry)}"
             )
         evals.append(
             PeriodicEval(
-                name, int(entry["every"]), config_from_file(entry["config"]), train_config, workdir, fit
+                name,
+                int(entry["every"]),
+                config_from_file(entry["config"]),
+                train_config,
+                workdir,
+                fit,
+                "at_start" in entry and bool(entry["at_start"]),
             )
         )
     return evals
+
+
+def before_after(metrics_path: str) -> str:
+    """A table of every ``eval/...`` score (x100) at the first and at the last step that
+    logged evaluations in ``metrics.jsonl`` (resumes included), with the change; "-" where a
+    score was not logged at that step; "" when no evaluation was logged."""
+    by_step: dict[int, dict[str, float]] = {}
+    with open(metrics_path) as f:
+        for line in f:
+            record = json.loads(line)
+            scores = {k[len("eval/") :]: v for k, v in record.items() if k.startswith("eval/")}
+            if scores:
+                by_step.setdefault(int(record["step"]), {}).update(scores)
+    if not by_step:
+        return ""
+    start, end = min(by_step), max(by_step)
+    before, after = by_step[start], by_step[end]
+    names = sorted(set(before) | set(after))
+    width = max(len(n) for n in names)
+
+    def cell(value):
+        return f"{100 * value:10.2f}" if value is not None else f"{'-':>10}"
+
+    head = f"{'score'.ljust(width)}  {f'step {start}':>10}  {f'step {end}':>10}  {'change':>7}"
+    lines = [head, "-" * len(head)]
+    for name in names:
+        a, b = before.get(name), after.get(name)
+        change = f"{100 * (b - a):+7.2f}" if a is not None and b is not None else f"{'-':>7}"
+        lines.append(f"{name.ljust(width)}  {cell(a)}  {cell(b)}  {change}")
+    return "\n".join(lines)

@@ -39,7 +39,7 @@ def open_videos(ctx: F.EvalContext):
     ``data.limit_val`` when > 0 (scenes: else 3)."""
     data = ctx.config.data
     if data.name == "scenes":
-        return Scenes("val", data.limit_val or 3, (96, 128), frames=8)
+        return Scenes("val", data.limit_val or 3, (96, 128), frames=8, style=data.scenes_style)
     return ctx.source(data.val_split, data.limit_val)
 
 

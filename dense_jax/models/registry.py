@@ -8,11 +8,18 @@ official DINOv2 register models use ``size=g`` with antialias.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import jax.numpy as jnp
 
 from dense_jax.models.vit import VisionTransformer
+
+# The shipped DINO teacher trained on the built-in scenes (vit_demo16, float16, official
+# layout): the demos' stand-in for DINOv2 (benchmarks/scenes_backbone.py re-creates it).
+SCENES_BACKBONE = os.path.join(
+    os.path.dirname(os.path.dirname(__file__)), "assets", "scenes_vit_demo16_dino.safetensors"
+)
 
 _SIZES = {  # embed_dim, depth, heads
     "t": (192, 12, 3),

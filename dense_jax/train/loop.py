@@ -237,6 +237,15 @@ def fit(
         return run(build_trainer(config, method, mesh, rules, source), workdir, backbone=backbone)
 
 
+def _evaluate(evals, step: int, total: int, trainer: Trainer, state, log) -> None:
+    """Runs the evaluations due at `step` on the evaluated backbone and logs their scores."""
+    due = [ev for ev in evals if ev.due(step, total)]
+    if due:
+        with jax.transfer_guard("allow"):
+            for ev in due:
+                log.write({"step": step, **ev.run(trainer.evaluated_backbone(state), step, trainer.mesh)})
+
+
 def run(
     trainer: Trainer, workdir: str, evals: Sequence[PeriodicEval] = (), backbone: Any = None
 ) -> state_lib.TrainState:
@@ -267,6 +276,8 @@ def run(
     preemption = _Preemption()
     ids_file = os.path.join(workdir, f"batch_ids.{jax.process_index()}.jsonl")
     try:
+        if start == 0:
+            _evaluate(evals, 0, total, trainer, state, log)
         with jax.transfer_guard("disallow"):
             for step in range(start, total):
                 host_batch = next(data_iter)
@@ -284,16 +295,7 @@ def run(
                 if stop or done % config.ckpt.every_steps == 0 or done == total:
                     log.flush(done, ckpt)
                     ckpt.save(done, state, data_iter, config)
-                due = [ev for ev in evals if ev.due(done, total)]
-                if due:
-                    with jax.transfer_guard("allow"):
-                        for ev in due:
-                            log.write(
-                                {
-                                    "step": done,
-                                    **ev.run(trainer.evaluated_backbone(state), done, trainer.mesh),
-                                }
-                            )
+                _evaluate(evals, done, total, trainer, state, log)
                 if stop:
                     if writes:
                         tqdm.write(f"preempted: checkpoint saved at step {done} in {ckpt.directory}")

@@ -8,7 +8,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from dense_jax.data import scenes
+from dense_jax.data import scenes, sources
 from dense_jax.data.scenes import (
     CLASS_NAMES,
     IGNORE_INDEX,
@@ -77,30 +77,54 @@ def test_ignore_band_width():
     assert 2.4 < three / one < 3.3  # the band grows linearly with its width
 
 
-def test_objects_classes_and_colour():
-    """Over 400 scenes: >= 2 visible objects each, every class appears, colour is class-blind."""
-    cfg = _cfg((64, 64))
-    class_colours = [[] for _ in range(NUM_CLASSES)]  # per-scene mean RGB of each class
-    for i in range(400):
+def _class_stats(style, scenes_count=400):
+    """Per-scene mean RGB of each class present, pixel counts per class, visible objects."""
+    cfg = _cfg((64, 64), style=style)
+    class_colours = [[] for _ in range(NUM_CLASSES)]
+    pixels = np.zeros(NUM_CLASSES, np.int64)
+    for i in range(scenes_count):
         image, mask, instances = scenes._render(i, "train", cfg)
         valid = mask != IGNORE_INDEX
         visible = np.bincount(instances[valid], minlength=cfg.max_objects + 1)[1:]
-        assert 2 <= (visible >= 0.003 * mask.size).sum() <= cfg.max_objects, i
+        assert cfg.min_objects <= (visible >= 0.003 * mask.size).sum() <= cfg.max_objects, i
         assert np.isin(mask, THING_CLASSES).any(), i
         assert (~valid).mean() < 0.15, i
+        pixels += np.bincount(mask[valid], minlength=NUM_CLASSES)
         for k in np.unique(mask[valid]):
             class_colours[k].append(image[mask == k].mean(0))
-    counts = [len(c) for c in class_colours]
-    assert min(counts) >= 40, counts
+    return class_colours, pixels
 
+
+def _colour_spread(class_colours):
+    """Largest gap between class mean colours, relative to the within-class spread."""
     means = np.array([np.mean(c, 0) for c in class_colours])  # (classes, RGB)
     within_std = np.mean([np.std(c, 0) for c in class_colours])
-    spread = np.abs(means[:, None] - means[None]).max()
-    print(
-        f"\nclass mean RGB: max pairwise diff {spread:.1f}, within-class std {within_std:.1f}, "
-        f"ratio {spread / within_std:.2f}; scenes per class {counts}"
-    )
-    assert spread < 0.35 * within_std
+    return np.abs(means[:, None] - means[None]).max() / within_std
+
+
+def test_hard_style_objects_classes_and_colour():
+    """Hard style, 400 scenes: >= 2 visible objects each, every class appears, colour is
+    class-blind (class mean colours within 0.35 of the within-class spread)."""
+    class_colours, _ = _class_stats("hard")
+    counts = [len(c) for c in class_colours]
+    assert min(counts) >= 40, counts
+    ratio = _colour_spread(class_colours)
+    print(f"\nhard: class mean RGB max pairwise diff / within-class std {ratio:.2f}; counts {counts}")
+    assert ratio < 0.35
+
+
+def test_learnable_style_proportions_and_colour_priors():
+    """Learnable style, 400 scenes: >= 1 visible object each, things and stuff in the expected
+    pixel shares (every thing class 2-10 % of the valid pixels, every stuff class 18-32 %),
+    and class-typical colours: class mean colours differ by more than the within-class spread."""
+    class_colours, pixels = _class_stats("learnable")
+    share = pixels / pixels.sum()
+    print(f"\nlearnable: pixel share per class {np.round(share, 3).tolist()}")
+    assert all(0.02 < share[k] < 0.1 for k in THING_CLASSES), share
+    assert all(0.18 < share[k] < 0.32 for k in STUFF_CLASSES), share
+    ratio = _colour_spread(class_colours)
+    print(f"learnable: class mean RGB max pairwise diff / within-class std {ratio:.2f}")
+    assert ratio > 2.0
 
 
 def test_min_objects_respected():
@@ -115,10 +139,10 @@ def test_min_objects_respected():
 PATCH = 16
 
 
-def _patches(split, num_images, per_class, seed):
+def _patches(split, num_images, per_class, seed, style):
     """Class-balanced 16x16 patches, each >= 80% one class (the centre pixel's)."""
     rng = np.random.default_rng(seed)
-    cfg = _cfg((128, 128))
+    cfg = _cfg((128, 128), style=style)
     xs, ys = [], []
     counts = np.zeros(NUM_CLASSES, int)
     for i in range(num_images):
@@ -159,21 +183,38 @@ def _texture_features(patches):
     return np.array(feats)
 
 
-def test_texture_beats_colour():
-    """Class is learnable from colour-blind texture features and not from mean colour."""
-    x_train, y_train = _patches("train", 80, 40, seed=0)
-    x_test, y_test = _patches("val", 60, 25, seed=1)
+def _patch_accuracy(style):
+    """Val patch accuracy of logistic regressions on (texture statistics, mean colour, both)."""
+    x_train, y_train = _patches("train", 80, 40, seed=0, style=style)
+    x_test, y_test = _patches("val", 60, 25, seed=1, style=style)
 
     def accuracy(f_train, f_test):
         clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
         return clf.fit(f_train, y_train).score(f_test, y_test)
 
-    texture = accuracy(_texture_features(x_train), _texture_features(x_test))
-    colour = accuracy(x_train.mean((1, 2)), x_test.mean((1, 2)))
+    texture = (_texture_features(x_train), _texture_features(x_test))
+    colour = (x_train.mean((1, 2)), x_test.mean((1, 2)))
+    both = tuple(np.concatenate([t, c], 1) for t, c in zip(texture, colour))
+    return accuracy(*texture), accuracy(*colour), accuracy(*both)
+
+
+def test_hard_style_texture_beats_colour():
+    """Hard style: the class is learnable from colour-blind texture features, not from colour."""
+    texture, colour, _ = _patch_accuracy("hard")
     chance = 1 / NUM_CLASSES
-    print(f"\npatch accuracy: texture {texture:.3f}, mean colour {colour:.3f}, chance {chance:.3f}")
+    print(f"\nhard patch accuracy: texture {texture:.3f}, mean colour {colour:.3f}, chance {chance:.3f}")
     assert texture > 0.6
     assert colour < chance + 0.08
+
+
+def test_learnable_style_colour_helps_but_does_not_decide():
+    """Learnable style: mean colour alone is an informative but unreliable cue (overlapping
+    priors), texture alone is informative too, and colour and texture together beat either."""
+    texture, colour, both = _patch_accuracy("learnable")
+    print(f"\nlearnable patch accuracy: texture {texture:.3f}, mean colour {colour:.3f}, both {both:.3f}")
+    assert 0.35 < colour < 0.75
+    assert texture > 0.4  # chance 0.11; these 16-pixel statistics see about one period
+    assert both > max(texture, colour) + 0.03
 
 
 # --------------------------------------------------------------------- source and docs
@@ -199,3 +240,18 @@ def test_render_grid(tmp_path):
     scenes.render_grid(str(path), rows=1, cols=2, size=(32, 40))
     with Image.open(path) as im:
         assert im.mode == "RGB" and im.width == 2 * (2 * 40 + 12)
+
+
+@pytest.mark.parametrize("style", ["learnable", "hard"])
+def test_video_masks_move_with_objects(style):
+    """The DAVIS-like scenes videos: a camera panning `shift` pixels per frame, so every frame's
+    image and object ids are frame 0's moved left by shift * t; objects are thing class + 1."""
+    video = sources.Scenes("val", 3, (48, 64), frames=4, shift=5, style=style)[1]
+    images, ids = video["image"], video["mask"]
+    assert images.shape == (4, 48, 64, 3) and ids.shape == (4, 48, 64)
+    for t in range(1, 4):
+        np.testing.assert_array_equal(ids[t][:, : 64 - 5 * t], ids[0][:, 5 * t :])
+        np.testing.assert_array_equal(images[t][:, : 64 - 5 * t], images[0][:, 5 * t :])
+        assert not np.array_equal(ids[t], ids[0])
+    objects = set(np.unique(ids).tolist()) - {0, IGNORE_INDEX}
+    assert objects and objects <= {k + 1 for k in THING_CLASSES}

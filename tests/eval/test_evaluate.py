@@ -169,13 +169,16 @@ def test_weights_from_a_training_workdir_load_the_teacher(tmp_path):
 
 
 def test_evaluations_at_two_cadences_run_on_the_sharded_teacher(tmp_path, monkeypatch):
-    """``config.evals``: K-means every 4 steps and the linear probe (through the trainer) every
-    8 and at the end, in the training mesh (FSDP) on the teacher's params as the trainer holds
-    them (device arrays sharded over 'data', never gathered to the host); scores keyed
-    eval/<name>/… in metrics.jsonl, PNGs under eval/<name>/step_<n>."""
+    """``config.evals``: K-means at the start and every 4 steps and the linear probe (through
+    the trainer) every 8 and at the end, in the training mesh (FSDP) on the teacher's params as
+    the trainer holds them (device arrays sharded over 'data', never gathered to the host);
+    scores keyed eval/<name>/… in metrics.jsonl, PNGs under eval/<name>/step_<n>; the
+    before/after table compares step 0 with the last step."""
     config = train_config("smoke")
     config.mesh.update(dict(shape=(2, 4), fsdp=True))
-    config.evals.clusters = dict(config=os.path.join(REPO, "configs/eval/kmeans_voc.py:demo"), every=4)
+    config.evals.clusters = dict(
+        config=os.path.join(REPO, "configs/eval/kmeans_voc.py:demo"), every=4, at_start=True
+    )
     config.evals.probe = dict(config=os.path.join(REPO, "configs/eval/linear_voc.py:demo"), every=8)
     seen = []
     original = periodic.run_protocols
@@ -194,15 +197,27 @@ def test_evaluations_at_two_cadences_run_on_the_sharded_teacher(tmp_path, monkey
     kmeans_steps = [r["step"] for r in records if "eval/clusters/kmeans/k9" in r]
     linear_steps = [r["step"] for r in records if "eval/probe/linear/miou" in r]
     assert total == 16
-    assert kmeans_steps == [4, 8, 12, 16] and linear_steps == [8, 16]
+    assert kmeans_steps == [0, 4, 8, 12, 16] and linear_steps == [8, 16]
     assert all(0.0 < r["eval/probe/linear/miou"] < 1.0 for r in records if "eval/probe/linear/miou" in r)
     assert seen and all(s == (True, ("data", "model"), {"data": 2, "model": 4}) for s in seen)
     assert os.listdir(tmp_path / "eval" / "clusters" / "step_4")
     assert os.listdir(tmp_path / "eval" / "probe" / "step_16")
+    first = {}  # step -> every eval score logged at that step
+    for r in records:
+        first.setdefault(r["step"], {}).update({k: v for k, v in r.items() if k.startswith("eval/")})
+    table = periodic.before_after(str(tmp_path / "metrics.jsonl")).splitlines()
+    assert table[0].split()[1:] == ["step", "0", "step", "16", "change"]
+    row = next(line.split() for line in table if line.startswith("clusters/kmeans/k9"))
+    want = [100 * first[0]["eval/clusters/kmeans/k9"], 100 * first[16]["eval/clusters/kmeans/k9"]]
+    assert [float(v) for v in row[1:3]] == pytest.approx(want, abs=0.006)
+    probe = next(line.split() for line in table if line.startswith("probe/linear/miou "))
+    assert probe[1] == "-" and float(probe[2]) == pytest.approx(
+        100 * first[16]["eval/probe/linear/miou"], abs=0.006
+    )
 
 
 def test_an_evaluation_entry_with_unknown_keys_fails_before_training(tmp_path):
     config = train_config("smoke")
     config.evals.x = dict(config=os.path.join(REPO, "configs/eval/kmeans_voc.py:demo"), evry=4)
-    with pytest.raises(ValueError, match="config.evals.x needs exactly the keys"):
+    with pytest.raises(ValueError, match="config.evals.x needs the keys"):
         periodic.from_config(config, str(tmp_path))
