@@ -6,7 +6,7 @@ It plays the role DINOv2 plays for the real NeCo: ``configs/neco_dinov2.py:demo`
 it. Re-create it (benchmarks/scenes.md gives the measured time and scores)::
 
     python -m dense_jax.main --config=configs/dino_coco.py:scenes_backbone --workdir=workdirs/scenes_backbone
-    python benchmarks/scenes_backbone.py --workdir=workdirs/scenes_backbone
+    PYTHONPATH=. python benchmarks/scenes_backbone.py --workdir=workdirs/scenes_backbone
 """
 
 from __future__ import annotations
