@@ -13,7 +13,7 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-from dense_jax.data import lists
+from dense_jax.data import images, lists
 
 IGNORE_INDEX = 255
 
@@ -62,8 +62,7 @@ def _read_lines(path: Path) -> list[str]:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.array(im.convert("RGB"))
+    return images.decode(path)
 
 
 def _read_index_png(path: Path) -> np.ndarray:
@@ -80,12 +79,15 @@ def _read_sbd_mat(path: Path) -> np.ndarray:
 
 
 def _header(path: Path, modes: Sequence[str] | None = None) -> tuple[int, int]:
-    """(W, H) from the file header; checks the mode if `modes` is given."""
+    """(W, H) from the file header: a mask's (mode checked against `modes`) or, without
+    `modes`, an image's as shown upright (EXIF orientation applied, as `images.decode` does)."""
     if path.suffix == ".mat":
         h, w = _read_sbd_mat(path).shape
         return w, h
     with Image.open(path) as im:
-        if modes is not None and im.mode not in modes:
+        if modes is None:
+            return images.oriented_size(im)
+        if im.mode not in modes:
             raise ValueError(f"mask mode {im.mode!r}, expected one of {tuple(modes)}")
         return im.size
 
