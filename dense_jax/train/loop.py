@@ -26,6 +26,7 @@ from jax.sharding import Mesh
 from tqdm import tqdm
 
 from dense_jax.core import sharding as shd
+from dense_jax.core.errors import ConfigError
 from dense_jax.core.schedules import Schedules
 from dense_jax.data import pipeline, sources
 from dense_jax.data.unreadable import UnreadableFiles
@@ -204,7 +205,7 @@ def build_trainer(
     )
     config = resolve_config(config, len(source))
     if config.data.batch_size % mesh.shape["data"]:
-        raise ValueError(
+        raise ConfigError(
             f"data.batch_size={config.data.batch_size} is not divisible by the "
             f"{mesh.shape['data']} devices of the 'data' mesh axis"
         )
