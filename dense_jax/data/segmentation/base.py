@@ -13,6 +13,7 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
+from dense_jax.core.errors import ReportedError
 from dense_jax.data import images, lists
 
 IGNORE_INDEX = 255
@@ -22,7 +23,7 @@ _READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, KeyError, AttributeE
 _WORKERS = min(16, 4 * (os.cpu_count() or 1))  # header checks are I/O bound
 
 
-class UnreadableSampleError(RuntimeError):
+class UnreadableSampleError(ReportedError, RuntimeError):
     """A file of the dataset cannot be decoded, or decodes to something that is not a sample."""
 
 
@@ -123,7 +124,10 @@ class _Source:
 
     def _setup(self, home, split, entries: dict, skipped: dict, *, ids, subset, check_files, lists_dir):
         """`home`: the dataset's own folder (lists live in <home>/dense_jax_lists by default);
-        `entries`: id -> whatever `_probe`/`__getitem__` need; `skipped`: id -> reason."""
+        `entries`: id -> whatever `_probe`/`__getitem__` need; `skipped`: id -> reason.
+
+        Sets ``ids`` (the usable samples), ``skipped`` ((id, reason) of every listed sample left
+        out) and ``excluded`` (the skipped ids that excluded.txt leaves out on purpose)."""
         self.root, self.split = Path(home), split
         self.lists_dir = lists.lists_dir(home, lists_dir)
         if subset is not None:
@@ -141,7 +145,8 @@ class _Source:
             entries = {k: v for k, v in entries.items() if k in wanted}
             skipped = {k: v for k, v in skipped.items() if k in wanted}
         excluded = lists.read_excluded(lists.list_path(self.lists_dir, self.group, "excluded"))
-        for key in sorted(set(entries) & set(excluded)):
+        self.excluded = tuple(sorted(set(entries) & set(excluded)))
+        for key in self.excluded:
             skipped[key] = f"excluded by {self.lists_dir}/{self.group}/excluded.txt: {excluded[key]}"
             del entries[key]
         if check_files:
