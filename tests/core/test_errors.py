@@ -33,6 +33,18 @@ def assert_one_line_error(out: subprocess.CompletedProcess, *words: str) -> str:
     return line
 
 
+def exit_line(main, *args, words=()) -> str:
+    """Run a CLI's ``main(*args)`` in-process; it must exit with one ``error:`` line holding
+    `words` (what ``sys.exit`` prints on stderr, with status 1); returns the line."""
+    with pytest.raises(SystemExit) as exit:
+        main(*args)
+    line = exit.value.code
+    assert isinstance(line, str) and line.startswith("error: ") and "\n" not in line, line
+    for word in words:
+        assert word in line, line
+    return line
+
+
 @pytest.mark.parametrize(
     "override, words",
     [

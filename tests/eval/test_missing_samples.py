@@ -8,9 +8,10 @@ import logging
 import pytest
 
 from configs.eval import base
+from dense_jax import evaluate
 from dense_jax.data import lists
 from dense_jax.eval import features
-from tests.core.test_errors import assert_one_line_error, run_cli
+from tests.core.test_errors import exit_line
 from tests.data.test_segmentation import VOC_VAL, _mask, _png, _voc
 
 
@@ -45,12 +46,5 @@ def test_excluded_samples_do_not_count_as_missing(tmp_path):
 def test_mask_with_foreign_labels_is_one_cli_line(tmp_path):
     root = _voc(tmp_path / "VOCdevkit")
     _png(root / "VOC2012" / "SegmentationClass" / f"{VOC_VAL[0]}.png", _mask(0, 50), palette=True)
-    out = run_cli(
-        "dense_jax.evaluate",
-        "--config=configs/eval/kmeans_voc.py:demo",
-        f"--workdir={tmp_path / 'out'}",
-        "--config.data.name=voc",
-        f"--config.data.root={root}",
-        "--config.data.limit_val=0",
-    )
-    assert_one_line_error(out, "mask values [50] are not labels of", "--verify")
+    words = ("mask values [50] are not labels of", "--verify")
+    exit_line(evaluate.main, _voc_config(root), str(tmp_path / "out"), words=words)

@@ -9,9 +9,11 @@ import jax
 import numpy as np
 import pytest
 
+from configs.eval import base
+from dense_jax import evaluate
 from dense_jax.models import weights
 from dense_jax.models.registry import variant_config
-from tests.core.test_errors import assert_one_line_error, run_cli
+from tests.core.test_errors import exit_line
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +78,7 @@ def test_mask_token_is_reported_and_ignored(demo_state, caplog):
 
 
 def test_evaluate_cli_shows_weight_errors_as_one_line(tmp_path, demo_state):
+    pytest.importorskip("torch")
     bad = tmp_path / "bad.pth"
     bad.write_bytes(os.urandom(4096))
     np.savez(tmp_path / "odd.npz", **{k: v for k, v in demo_state.items() if k != "norm.bias"})
@@ -83,11 +86,7 @@ def test_evaluate_cli_shows_weight_errors_as_one_line(tmp_path, demo_state):
         (bad, (f"{bad} is not a PyTorch checkpoint",)),
         (tmp_path / "odd.npz", ("checkpoint does not fit the backbone", "1 missing: norm.bias")),
     ):
-        out = run_cli(
-            "dense_jax.evaluate",
-            "--config=configs/eval/kmeans_voc.py:demo",
-            f"--workdir={tmp_path / 'out'}",
-            f"--config.weights={weights_file}",
-        )
-        line = assert_one_line_error(out, *words)
+        config = base.make("kmeans", "voc", "demo")
+        config.weights = str(weights_file)
+        line = exit_line(evaluate.main, config, str(tmp_path / "out"), words=words)
         assert "weights_only" not in line
