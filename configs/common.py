@@ -49,7 +49,8 @@ def base() -> mlc.ConfigDict:
             batch_size=256,  # global batch over all hosts
             workers=0,  # grain worker processes per host (0 = in-process)
             max_consecutive_bad=32,  # unreadable files skipped in a row before giving up
-            max_bad_fraction=0.01,  # stop when more than this fraction of read images failed
+            # stop when more than max(1, this fraction of the dataset) distinct files are unreadable
+            max_bad_fraction=0.01,
             masks=False,  # the source also yields each image's segmentation mask ("mask")
         )
     )

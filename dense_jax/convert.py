@@ -23,11 +23,7 @@ def convert(src: str, dst: str, variant: str = "auto", select: str | None = None
     """Convert ``src`` to ``dst``; returns the variant the weights were checked against."""
     state = weights.normalize_state_dict(weights.read_state_dict(src), select)
     if variant == "auto":
-        variant = weights.infer_variant(state)
-        if variant is None:
-            raise weights.CheckpointMismatchError(
-                "could not infer the backbone variant; pass --variant (see dense_jax.models.VARIANTS)"
-            )
+        variant = weights.resolve_variant(state, src)
     cfg = variant_config(variant)
     params = weights.official_to_flax(state, cfg)
     weights.save_official(params, cfg, dst)

@@ -61,12 +61,12 @@ def evaluate(config, workdir: str, log: Callable[[str], None] = print) -> dict:
 
 def main(config, workdir: str) -> None:
     logging.set_verbosity(logging.WARNING)  # JAX's backend probing and orbax INFO lines
-    from dense_jax.data.sources import DatasetNotFoundError
+    from dense_jax.core import errors
 
     try:
         evaluate(config, workdir, log=lambda s: print(s, flush=True))
-    except (DatasetNotFoundError, FileNotFoundError) as err:  # one clear line, no traceback
-        sys.exit(f"error: {err}")
+    except errors.REPORTED as err:  # one clear line, no traceback
+        sys.exit(errors.one_line(err))
 
 
 def run() -> None:
@@ -76,7 +76,9 @@ def run() -> None:
     )
     workdir = flags.DEFINE_string("workdir", None, "Directory for results.json and PNGs.")
     flags.mark_flags_as_required(["config", "workdir"])
-    app.run(lambda argv: main(config.value, workdir.value))
+    from dense_jax.core import errors
+
+    app.run(lambda argv: main(config.value, workdir.value), flags_parser=errors.parse_flags)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ def main(argv) -> None:
     if config.multihost:
         jax.distributed.initialize()
     from dense_jax import methods
+    from dense_jax.core import errors
     from dense_jax.eval import periodic
     from dense_jax.methods import UnknownMethodError
     from dense_jax.train import loop
@@ -36,12 +37,12 @@ def main(argv) -> None:
         loop.train(config, methods.get(config.method), _WORKDIR.value, evals=evals)
         _report_evaluations(_WORKDIR.value)
     except (
+        *errors.REPORTED,
         UnknownMethodError,
-        FileNotFoundError,
         loop.NonFiniteLossError,
         loop.TooManyUnreadableError,
     ) as err:  # one clear line, no traceback
-        sys.exit(f"error: {err}")
+        sys.exit(errors.one_line(err))
 
 
 def _report_evaluations(workdir: str) -> None:
@@ -61,8 +62,10 @@ def _report_evaluations(workdir: str) -> None:
 
 def run() -> None:
     """Console entry point (``dense-jax-train``)."""
+    from dense_jax.core import errors
+
     flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    app.run(main, flags_parser=errors.parse_flags)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,44 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import pytest  # noqa: E402
 from absl import flags  # noqa: E402
 
 flags.FLAGS.mark_as_parsed()
+
+
+# Parity tests import their torch references with `pytest.importorskip`. Where the references
+# must be there (CI sets DENSE_JAX_REQUIRE_REFERENCES=1), such a skip is turned into a failure,
+# so that a missing reference can never pass as a silent skip.
+REFERENCES = ("torch", "dinov2", "diffsort")
+
+
+def missing_reference(report) -> str | None:
+    """The skip reason of `report` if it skipped because a test-only reference is missing."""
+    if not report.skipped:
+        return None
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    if any(f"could not import '{name}" in reason for name in REFERENCES):
+        return reason
+    return None
+
+
+def _require_references(report) -> None:
+    reason = missing_reference(report)
+    if reason is not None and os.environ.get("DENSE_JAX_REQUIRE_REFERENCES") == "1":
+        report.outcome = "failed"
+        report.longrepr = f"{reason}: a test-only reference is missing (DENSE_JAX_REQUIRE_REFERENCES=1)"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    _require_references(report)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector):
+    report = yield
+    _require_references(report)
+    return report

@@ -98,7 +98,10 @@ def make(protocol: str, dataset: str, arg: str | None = None, variants: dict | N
     c.cache_dir = ""  # npz cache of un-augmented features ("" = off)
     c.model = mlc.ConfigDict(dict(variant="dino_vits16", dtype="float32", n_last_blocks=4))
     c.mesh = mlc.ConfigDict(dict(shape=(-1, 1)))
-    c.data = mlc.ConfigDict(dict(DATASETS[dataset], limit_train=0, limit_val=0, image_size=(128, 128)))
+    # allow_missing: evaluate the rest when listed samples cannot be used (else stop, naming them)
+    c.data = mlc.ConfigDict(
+        dict(DATASETS[dataset], limit_train=0, limit_val=0, image_size=(128, 128), allow_missing=False)
+    )
     c.input = mlc.ConfigDict(dict(size=448, batch_size=64, workers=0, mean=IMAGENET_MEAN, std=IMAGENET_STD))
     c.output = mlc.ConfigDict(dict(n_show=4))  # images per PNG panel
 
@@ -207,7 +210,7 @@ def make(protocol: str, dataset: str, arg: str | None = None, variants: dict | N
 
 def demo(c: mlc.ConfigDict) -> None:
     """Scenes, vit_demo16 at 128 px (8×8 tokens), small splits, short schedules (CPU)."""
-    c.data = mlc.ConfigDict(dict(DATASETS["scenes"], limit_train=192, limit_val=48, image_size=(128, 128)))
+    c.data.update(dict(DATASETS["scenes"], limit_train=192, limit_val=48, image_size=(128, 128)))
     c.model.variant = "vit_demo16"
     c.mesh.shape = (-1, 1)
     c.input.update(dict(size=128, batch_size=32))

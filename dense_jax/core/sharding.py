@@ -17,6 +17,8 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from dense_jax.core.errors import ConfigError
+
 MESH_AXES = ("data", "model")
 
 
@@ -38,12 +40,15 @@ def make_mesh(shape) -> Mesh:
     shape = list(shape)
     n = jax.device_count()
     if shape.count(-1) > 1:
-        raise ValueError(f"mesh shape {tuple(shape)}: at most one -1")
+        raise ConfigError(f"mesh.shape={tuple(shape)}: at most one -1")
     if -1 in shape:
         rest = int(np.prod([s for s in shape if s != -1]))
         shape[shape.index(-1)] = n // rest
     if int(np.prod(shape)) > n:
-        raise ValueError(f"mesh shape {tuple(shape)} needs {int(np.prod(shape))} devices, have {n}")
+        raise ConfigError(
+            f"mesh.shape={tuple(shape)} needs {int(np.prod(shape))} devices, but this machine has {n} "
+            f"({jax.devices()[0].platform}); use -1 for the axis that takes the remaining devices"
+        )
     devices = jax.devices()[: int(np.prod(shape))]
     return jax.make_mesh(tuple(shape), MESH_AXES, axis_types=(AxisType.Auto,) * 2, devices=devices)
 

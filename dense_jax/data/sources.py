@@ -2,11 +2,11 @@
 folders, and `Subset` (chosen items of any source).
 
 Every training source yields ``{"image": uint8 (H, W, 3), "index": int}`` (labels are not used
-by the SSL methods). `SkipUnreadable` wraps a source so that an image that fails to decode is
-replaced by the next readable one and counted in the element's ``"skipped"`` field: the
-count travels with the batch to the loop, which stops with a clear error when the failure
-rate exceeds ``data.max_bad_fraction``. A missing dataset raises one `DatasetNotFoundError`
-saying what to download and where to put it.
+by the SSL methods), decoded by `dense_jax.data.images`. `SkipUnreadable` wraps a source so that
+an image that fails to decode is replaced by the next readable one and counted in the
+element's ``"skipped"`` field: the count travels with the batch to the loop, which names each
+bad file once and stops by the rule of `dense_jax.data.unreadable`. A missing dataset raises
+one `DatasetNotFoundError` saying what to download and where to put it.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any, Protocol
 
 import ml_collections as mlc
 import numpy as np
-from PIL import Image
 
+from dense_jax.data import images
 from dense_jax.data.scenes import IGNORE_INDEX, THING_CLASSES, ScenesConfig, ScenesSource
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
@@ -44,16 +44,6 @@ class DatasetNotFoundError(FileNotFoundError):
 class Source(Protocol):
     def __len__(self) -> int: ...
     def __getitem__(self, index: int) -> dict[str, Any]: ...
-
-
-def _rgb(image) -> np.ndarray:
-    """Any decoded image (PIL or array, grey/RGBA/CMYK) → uint8 (H, W, 3)."""
-    if not isinstance(image, Image.Image):
-        array = np.asarray(image)
-        if array.ndim == 3 and array.shape[-1] == 3 and array.dtype == np.uint8:
-            return array
-        image = Image.fromarray(array.squeeze(-1) if array.ndim == 3 and array.shape[-1] == 1 else array)
-    return np.asarray(image.convert("RGB"))
 
 
 class Scenes:
@@ -145,12 +135,15 @@ class ImageFolder:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        with Image.open(self.paths[index]) as image:
-            return {"image": _rgb(image), "index": index}
+        return {"image": images.decode(self.paths[index]), "index": index}
 
 
 class TfdsImages:
-    """A prepared TFDS dataset read through `tfds.data_source` (array_record, no TensorFlow)."""
+    """A prepared TFDS dataset read through `tfds.data_source` (array_record, no TensorFlow).
+
+    TFDS decodes the images itself (without TensorFlow, its bytes cannot be taken undecoded),
+    so their EXIF orientation is out of reach; the rest of `images.to_rgb` applies to its
+    arrays."""
 
     def __init__(self, name: str, split: str, data_dir: str):
         import tensorflow_datasets as tfds  # only this source needs it
@@ -169,7 +162,10 @@ class TfdsImages:
         return len(self.source)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return {"image": _rgb(self.source[index]["image"]), "index": index}
+        return {"image": images.to_rgb(self.source[index]["image"]), "index": index}
+
+
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError)  # what PIL raises for a bad file
 
 
 class SkipUnreadable:
@@ -192,7 +188,7 @@ class SkipUnreadable:
         for offset in range(min(self.max_consecutive, len(self.source) - 1) + 1):
             try:
                 element = self.source[(index + offset) % len(self.source)]
-            except (OSError, ValueError, SyntaxError) as err:  # PIL's decode errors
+            except _DECODE_ERRORS as err:
                 errors.append(f"{(index + offset) % len(self.source)}: {err}")
                 continue
             return {"index": (index + offset) % len(self.source), **element, "skipped": offset}
@@ -200,6 +196,16 @@ class SkipUnreadable:
             f"{len(errors)} unreadable images in a row from {type(self.source).__name__} "
             f"(data.max_consecutive_bad={self.max_consecutive}); first: {errors[0]}"
         )
+
+    def describe_failure(self, position: int) -> str:
+        """``"<file path or item>: <error>"`` of an element that failed to read (read again)."""
+        paths = getattr(self.source, "paths", None)
+        name = paths[position] if paths is not None else f"{type(self.source).__name__} item {position}"
+        try:
+            self.source[position]
+        except _DECODE_ERRORS as err:
+            return f"{name}: {type(err).__name__}: {err}"
+        return f"{name}: failed once, readable when read again"
 
 
 def training_source(data: mlc.ConfigDict) -> SkipUnreadable:

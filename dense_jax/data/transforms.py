@@ -109,8 +109,9 @@ def intersection_boxes(boxes_a, sizes_a, boxes_b, sizes_b):
     (scalar or per box). With I = box_a ∩ box_b, returns
       in_a (A, B, 4): I in view a's resized pixel frame, (I − (x1_a, y1_a))·S_a/(w_a, h_a);
       in_b (B, A, 4): the same region in view b's frame.
-    For NeCo, `gc, all = intersection_boxes(globals, S_g, all_views, S_v)`. Disjoint pairs
-    give a zero-area box at the clamped corner (ROI-align then returns zeros).
+    For NeCo, `gc, all = intersection_boxes(globals, S_g, all_views, S_v)`. Every record lies
+    inside its view's frame [0, S]²: disjoint pairs give a zero-area box, clamped into the frame
+    (ROI-align then returns zeros).
     """
     a = np.asarray(boxes_a, np.float64)
     b = np.asarray(boxes_b, np.float64)
@@ -122,7 +123,8 @@ def intersection_boxes(boxes_a, sizes_a, boxes_b, sizes_b):
         sizes = np.broadcast_to(np.asarray(sizes, np.float64), boxes.shape[:1])
         origin = np.tile(boxes[:, None, :2], (1, 1, 2))
         extent = np.tile(boxes[:, None, 2:] - boxes[:, None, :2], (1, 1, 2))
-        return ((region - origin) * sizes[:, None, None] / extent).astype(np.float32)
+        frame = (region - origin) * sizes[:, None, None] / extent
+        return np.clip(frame, 0.0, sizes[:, None, None]).astype(np.float32)
 
     return to_frame(a, sizes_a, inter), to_frame(b, sizes_b, inter.transpose(1, 0, 2))
 

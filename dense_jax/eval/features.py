@@ -24,9 +24,11 @@ import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from dense_jax.core.errors import ReportedError
 from dense_jax.core.sharding import to_host
 from dense_jax.data.sources import Scenes, Subset
 from dense_jax.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
@@ -38,16 +40,39 @@ BackboneFn = Callable[[Any, jax.Array], Mapping[str, jax.Array]]
 
 
 # ----------------------------------------------------------------------------- sources
+class MissingSamplesError(ReportedError, ValueError):
+    """Listed samples of an evaluation split cannot be used, and ``data.allow_missing`` is off."""
+
+
 def open_source(data, split: str, limit: int = 0):
     """The segmentation source of ``data`` (a config section) and ``split``: the built-in scenes
     (`sources.Scenes`) or ``dense_jax.data.segmentation.open_source``'s reader; the first
     ``limit`` items when ``limit > 0``. A dataset that is not on disk raises the readers' own
-    ``DatasetNotFoundError`` naming what to download."""
+    ``DatasetNotFoundError`` naming what to download.
+
+    No silent subsets: listed samples the reader had to leave out (a missing image or mask, a
+    mask of the wrong size; not those excluded.txt leaves out on purpose) raise
+    `MissingSamplesError` with their count and reasons, or with ``data.allow_missing`` are
+    logged as a warning and the rest is evaluated."""
     if data.name == "scenes":
         return Scenes(split, limit or None, data.image_size, style=data.scenes_style)
     from dense_jax.data import segmentation  # lazy: file readers of the real datasets
 
     source = segmentation.open_source(data.name, split, data.root)
+    excluded = set(source.excluded)
+    dropped = [(key, reason) for key, reason in source.skipped if key not in excluded]
+    if dropped:
+        listed = len(source) + len(dropped)
+        reasons = "; ".join(f"{key}: {reason}" for key, reason in dropped[:5])
+        message = (
+            f"{data.name} {split}: {len(dropped)} of {listed} listed samples cannot be used ({reasons}"
+            f"{'; ...' if len(dropped) > 5 else ''})"
+        )
+        if not data.allow_missing:
+            raise MissingSamplesError(
+                f"{message}. Fix the files, or set --config.data.allow_missing=True to score the rest"
+            )
+        logging.warning("%s; data.allow_missing: evaluating the other %d", message, len(source))
     return Subset(source, range(min(limit, len(source)))) if limit else source
 
 

@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
 from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
+from dense_jax.core.errors import ReportedError
 from dense_jax.models.registry import VARIANTS, create, variant_config
 from dense_jax.models.vit import VisionTransformer
 
@@ -47,8 +50,38 @@ TORCH_HINT = (
 )
 
 
-class CheckpointMismatchError(ValueError):
+# Keys a backbone may leave unused without changing its outputs: DINOv2's mask token (only
+# iBOT's masked training reads it). Reported, then ignored.
+HARMLESS_UNUSED = (r"^mask_token$",)
+
+
+class CheckpointMismatchError(ReportedError, ValueError):
     """A state dict does not fit the requested backbone."""
+
+
+class WeightsFileError(ReportedError, ValueError):
+    """A weights file that is not what its extension says (corrupt, truncated, not weights)."""
+
+
+def _torch_load(path: str) -> Any:
+    """``torch.load(weights_only=True)``; a file it refuses raises `WeightsFileError` in one line
+    that never passes on torch's advice to unpickle arbitrary objects."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
+        objects = sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(err))))
+        if objects:
+            reason = (
+                f"it pickles Python objects besides tensors ({', '.join(objects)}), which dense_jax "
+                "never unpickles; save just the backbone's state dict from a session you trust"
+            )
+        else:
+            reason = "torch cannot read it as saved tensors (corrupt, truncated, or another format)"
+        raise WeightsFileError(f"{path} is not a PyTorch checkpoint: {reason}") from None
 
 
 # ---------------------------------------------------------------- reading files
@@ -66,19 +99,25 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
         )
     ext = os.path.splitext(path)[1].lower()
     if ext == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
-        return dict(load_file(path))
+        try:
+            return dict(load_file(path))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise WeightsFileError(f"{path} is not a valid .safetensors file ({err})") from None
     if ext == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError):  # numpy's text suggests pickle
+            raise WeightsFileError(f"{path} is not a valid .npz archive of arrays") from None
     if ext in (".pth", ".pt", ".ckpt", ".bin"):
         try:
-            import torch
+            import torch  # noqa: F401
         except ImportError as err:
             raise ImportError(TORCH_HINT) from err
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-        return _torch_to_numpy(obj)
+        return _torch_to_numpy(_torch_load(path))
     raise ValueError(
         f"unsupported weights format {ext!r} for {path!r}: use .pth/.pt/.ckpt, .safetensors or .npz"
     )
@@ -295,7 +334,8 @@ def official_to_flax(
 
     Raises `CheckpointMismatchError` listing every missing, unexpected and mis-shaped key.
     ``ignore_unexpected`` are regexes of keys allowed to be left unused (e.g. NeCo's
-    ``register_tokens`` when registers are switched off).
+    ``register_tokens`` when registers are switched off). Unused keys that cannot change the
+    outputs (`HARMLESS_UNUSED`: DINOv2's ``mask_token``) are logged and ignored.
     """
     abstract = _abstract_params(cfg)
     params: dict = {}
@@ -315,7 +355,9 @@ def official_to_flax(
             )
             continue
         _set(params, path, np.ascontiguousarray(value, dtype=np.float32))
-    unexpected = [k for k in state if k not in used and not any(re.search(p, k) for p in ignore_unexpected)]
+    unused = [k for k in state if k not in used and not any(re.search(p, k) for p in ignore_unexpected)]
+    harmless = [k for k in unused if any(re.search(p, k) for p in HARMLESS_UNUSED)]
+    unexpected = [k for k in unused if k not in harmless]
     if missing or unexpected or misshaped:
         lines = [
             "checkpoint does not fit the backbone "
@@ -328,9 +370,11 @@ def official_to_flax(
                     f"  {len(items)} {title}: " + "; ".join(items[:12]) + (" ..." if len(items) > 12 else "")
                 )
         guess = infer_variant(state)
-        if guess:
+        if guess and _architecture_of(VARIANTS[guess]) != _architecture_of(cfg):
             lines.append(f"  the file looks like variant {guess!r}")
         raise CheckpointMismatchError("\n".join(lines))
+    if harmless:
+        logging.warning("weights: ignoring %s, which this backbone does not use", ", ".join(harmless))
     return params
 
 
@@ -343,25 +387,62 @@ def flax_to_official(params: Mapping, cfg: Mapping[str, Any]) -> StateDict:
     }
 
 
+def _architecture_of(cfg: Mapping[str, Any]) -> tuple:
+    """What an official state dict fixes about a backbone config: (dim, patch, depth, position
+    grid, registers, layerscale)."""
+    return (
+        cfg["embed_dim"],
+        cfg["patch_size"],
+        cfg["depth"],
+        cfg["pos_grid"],
+        cfg.get("num_registers", 0),
+        cfg.get("layerscale") is not None,
+    )
+
+
+def _architecture(state: Mapping[str, np.ndarray]) -> tuple:
+    """`_architecture_of` read off an official state dict; CheckpointMismatchError if keys lack."""
+    needed = ("cls_token", "patch_embed.proj.weight", "pos_embed")
+    depths = [int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k))]
+    missing = [k for k in needed if k not in state] + ([] if depths else ["blocks.<i>.*"])
+    if missing:
+        raise CheckpointMismatchError(f"the file has no {', '.join(missing)}")
+    return (
+        state["cls_token"].shape[-1],
+        state["patch_embed.proj.weight"].shape[-1],
+        1 + max(depths),
+        int(round(np.sqrt(state["pos_embed"].shape[1] - 1))),
+        state["register_tokens"].shape[1] if "register_tokens" in state else 0,
+        "blocks.0.ls1.gamma" in state,
+    )
+
+
 def infer_variant(state: Mapping[str, np.ndarray]) -> str | None:
     """Name of the registry variant whose architecture fits an official state dict."""
     try:
-        dim = state["cls_token"].shape[-1]
-        patch = state["patch_embed.proj.weight"].shape[-1]
-        depth = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k)))
-        grid = int(round(np.sqrt(state["pos_embed"].shape[1] - 1)))
-    except (KeyError, ValueError):
+        architecture = _architecture(state)
+    except CheckpointMismatchError:
         return None
-    regs = state["register_tokens"].shape[1] if "register_tokens" in state else 0
-    layerscale = "blocks.0.ls1.gamma" in state
-    for name, cfg in VARIANTS.items():
-        if (
-            (cfg["embed_dim"], cfg["patch_size"], cfg["depth"], cfg["pos_grid"]) == (dim, patch, depth, grid)
-            and cfg.get("num_registers", 0) == regs
-            and (cfg.get("layerscale") is not None) == layerscale
-        ):
-            return name
-    return None
+    return next((name for name, cfg in VARIANTS.items() if _architecture_of(cfg) == architecture), None)
+
+
+def resolve_variant(state: Mapping[str, np.ndarray], path) -> str:
+    """`infer_variant`, or CheckpointMismatchError saying why no variant fits the file."""
+    variant = infer_variant(state)
+    if variant is not None:
+        return variant
+    try:
+        dim, patch, depth, grid, registers, layerscale = _architecture(state)
+        why = (
+            f"its architecture (dim {dim}, patch {patch}, depth {depth}, position grid {grid}, "
+            f"registers {registers}, layerscale {layerscale}) is none of the known variants"
+        )
+    except CheckpointMismatchError as err:
+        why = str(err)
+    raise CheckpointMismatchError(
+        f"could not infer the backbone variant of {os.fspath(path)}: {why}; name the variant "
+        f"explicitly (one of {', '.join(VARIANTS)}) to see what does not fit"
+    )
 
 
 # ---------------------------------------------------------------- public API
@@ -417,11 +498,7 @@ def load(
         if path is None:
             raise ValueError("variant='auto' needs a weights path")
         state = normalize_state_dict(read_state_dict(path), select)
-        variant = infer_variant(state)
-        if variant is None:
-            raise CheckpointMismatchError(
-                "could not infer the backbone variant from the file; name it explicitly"
-            )
+        variant = resolve_variant(state, path)
     cfg = variant_config(variant, **overrides)
     model = create(variant, **overrides)
     if path is None:

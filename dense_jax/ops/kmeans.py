@@ -25,6 +25,8 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from dense_jax.ops import checks
+
 _HI = lax.Precision.HIGHEST
 
 
@@ -118,6 +120,7 @@ def nearest_centroid(x, centroids):
     label all tokens after fitting on a faiss-style subsample (the protocol trains on at most
     256·K random rows, then gives every token its nearest centroid, §3a)."""
     x = jnp.asarray(x, jnp.float32)
+    checks.same_width(("x", "centroids"), x, centroids)
     return jnp.argmin(_sq_dists(x, jnp.sum(x * x, -1), centroids), axis=1).astype(jnp.int32)
 
 
@@ -157,7 +160,9 @@ def kmeans(
     """
     if init not in ("random", "kmeans++"):
         raise ValueError(f"unknown init {init!r}")
+    n_iter, n_init = checks.positive("n_iter", n_iter, minimum=0), checks.positive("n_init", n_init)
     x = jnp.asarray(x, jnp.float32)
+    checks.ndim("x", x, 2, "(N, D)")
     n = x.shape[0]
     if not 0 < k <= n:
         raise ValueError(f"need 0 < k={k} <= N={n}")

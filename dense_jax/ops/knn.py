@@ -24,6 +24,8 @@ from jax import lax
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
+from dense_jax.ops import checks
+
 
 def _l2_normalize(x):
     """x / max(||x||, 1e-12) along the last axis (torch ``F.normalize``)."""
@@ -159,6 +161,13 @@ def knn(
     """
     if metric not in ("dot", "cosine"):
         raise ValueError(f"unknown metric {metric!r}")
+    checks.ndim("queries", queries, 2, "(Q, D)")
+    checks.ndim("memory", memory, 2, "(M, D)")
+    checks.same_width(("queries", "memory"), queries, memory)
+    chunk_size, group_size = (
+        checks.positive("chunk_size", chunk_size),
+        checks.positive("group_size", group_size),
+    )
     num_valid = memory.shape[0] if num_valid is None else int(num_valid)
     if not 0 < k <= num_valid <= memory.shape[0]:
         raise ValueError(f"need 0 < k={k} <= num_valid={num_valid} <= M={memory.shape[0]}")

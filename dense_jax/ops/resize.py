@@ -6,6 +6,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from dense_jax.ops import checks
+
 
 def nearest_indices(n_in: int, n_out: int) -> np.ndarray:
     """Source index of every output index under torch ``F.interpolate(mode="nearest")``:
@@ -17,7 +19,7 @@ def nearest_indices(n_in: int, n_out: int) -> np.ndarray:
 
 def nearest_resize(x, size: int | tuple[int, int]):
     """Torch-nearest resize of the last two axes of a numpy or JAX array to ``size``."""
-    h, w = (size, size) if np.ndim(size) == 0 else size
+    h, w = checks.sizes("size", size)
     rows = nearest_indices(x.shape[-2], h)
     cols = nearest_indices(x.shape[-1], w)
     return x[..., rows[:, None], cols[None, :]]
@@ -26,5 +28,5 @@ def nearest_resize(x, size: int | tuple[int, int]):
 def bilinear_upsample(x: jax.Array, size: int | tuple[int, int]) -> jax.Array:
     """(B, h, w, C) -> (B, H, W, C) bilinear with half-pixel centres, i.e. torch
     ``F.interpolate(mode="bilinear", align_corners=False)`` when upsampling."""
-    h, w = (size, size) if np.ndim(size) == 0 else size
+    h, w = checks.sizes("size", size)
     return jax.image.resize(x, (x.shape[0], h, w, x.shape[-1]), "bilinear", antialias=False)

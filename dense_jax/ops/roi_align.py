@@ -19,6 +19,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from dense_jax.ops import checks
+
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
@@ -69,6 +71,15 @@ def roi_align(
     larger than the map) uses the bound instead; the result is exact whenever it is not hit.
     Differentiable w.r.t. `features`; jit-compatible.
     """
+    checks.ndim("features", features, 4, "(B, H, W, C)")
+    if boxes.ndim not in (2, 3) or boxes.shape[-1] != 4 or boxes.shape[0] != features.shape[0]:
+        raise ValueError(
+            f"boxes must be (B, 4) or (B, K, 4) with B = {features.shape[0]} (the features' batch), "
+            f"got shape {tuple(boxes.shape)}"
+        )
+    output_size = checks.positive("output_size", output_size)
+    if max_samples is not None:
+        max_samples = checks.sizes("max_samples", max_samples)
     _, height, width, _ = features.shape
     squeeze = boxes.ndim == 2
     boxes = boxes[:, None] if squeeze else boxes
@@ -89,9 +100,7 @@ def roi_align(
         if max_samples is None:
             gy_max, gx_max = math.ceil(height / output_size), math.ceil(width / output_size)
         else:
-            gy_max, gx_max = (
-                (max_samples, max_samples) if isinstance(max_samples, int) else tuple(max_samples)
-            )
+            gy_max, gx_max = max_samples
         g_h = jnp.clip(jnp.ceil(roi_h / output_size), 0, gy_max).astype(jnp.int32)
         g_w = jnp.clip(jnp.ceil(roi_w / output_size), 0, gx_max).astype(jnp.int32)
     count = jnp.maximum(g_h * g_w, 1).astype(jnp.float32)

@@ -26,8 +26,10 @@ from jax.sharding import Mesh
 from tqdm import tqdm
 
 from dense_jax.core import sharding as shd
+from dense_jax.core.errors import ConfigError
 from dense_jax.core.schedules import Schedules
 from dense_jax.data import pipeline, sources
+from dense_jax.data.unreadable import UnreadableFiles
 from dense_jax.models import build
 from dense_jax.train import optim
 from dense_jax.train import state as state_lib
@@ -51,7 +53,8 @@ class NonFiniteLossError(RuntimeError):
 
 
 class TooManyUnreadableError(RuntimeError):
-    """More images failed to decode than ``data.max_bad_fraction`` allows."""
+    """More distinct images failed to decode than ``data.max_bad_fraction`` allows
+    (`dense_jax.data.unreadable`)."""
 
 
 def resolve_config(config: mlc.ConfigDict, num_examples: int) -> mlc.ConfigDict:
@@ -73,6 +76,10 @@ class _Logger:
     read: int = 0
     skipped: int = 0
     timer: tuple[float, int] | None = None  # (time, step) of the last flush
+    unreadable: UnreadableFiles = dataclasses.field(init=False)
+
+    def __post_init__(self):
+        self.unreadable = UnreadableFiles(UnreadableFiles.path(self.workdir) if self.workdir else None)
 
     @property
     def writes(self) -> bool:
@@ -112,13 +119,15 @@ class _Logger:
             with open(os.path.join(self.workdir, name), "a") as f:
                 f.write(json.dumps(record) + "\n")
 
-    def count_images(self, host_batch: dict, max_bad_fraction: float, dataset_size: int) -> None:
+    def count_images(self, host_batch: dict, source: sources.SkipUnreadable, max_bad_fraction: float) -> None:
+        """Count the batch's images and skips; name new unreadable files; stop when too many."""
         self.read += len(host_batch["index"])
         self.skipped += int(host_batch["skipped"].sum())
-        if self.skipped > max_bad_fraction * max(self.read, dataset_size):
+        new = self.unreadable.add(host_batch, source)
+        if new and self.unreadable.too_many(len(source), max_bad_fraction):
             raise TooManyUnreadableError(
-                f"{self.skipped} unreadable images skipped for {self.read} read (data.max_bad_fraction"
-                f"={max_bad_fraction}); check the dataset files"
+                f"{self.unreadable.summary()}: more than data.max_bad_fraction={max_bad_fraction} "
+                f"of the {len(source)} images; check the dataset files"
             )
 
 
@@ -196,7 +205,7 @@ def build_trainer(
     )
     config = resolve_config(config, len(source))
     if config.data.batch_size % mesh.shape["data"]:
-        raise ValueError(
+        raise ConfigError(
             f"data.batch_size={config.data.batch_size} is not divisible by the "
             f"{mesh.shape['data']} devices of the 'data' mesh axis"
         )
@@ -281,7 +290,7 @@ def run(
         with jax.transfer_guard("disallow"):
             for step in range(start, total):
                 host_batch = next(data_iter)
-                log.count_images(host_batch, config.data.max_bad_fraction, len(trainer.source))
+                log.count_images(host_batch, trainer.source, config.data.max_bad_fraction)
                 if config.train.record_batch_ids:
                     with open(ids_file, "a") as f:
                         f.write(json.dumps({"step": step, "ids": host_batch["index"].tolist()}) + "\n")
@@ -303,6 +312,8 @@ def run(
     finally:
         preemption.restore()
         bar.close()
+        if writes and log.unreadable.files:
+            tqdm.write(log.unreadable.summary())
         data_iter.close()  # stops grain workers and frees their shared memory
         ckpt.wait()
         ckpt.close()

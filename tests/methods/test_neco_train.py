@@ -1,8 +1,9 @@
 """NeCo in the generic trainer (neco.md §2 "Optimizer"/"EMA", §3.3–3.5, §8; issue 5).
 
 Fast: the step-0 teacher (student backbone, independently drawn head), the message for a
-missing ``init_from``, the optimizer groups and schedules against their closed forms, and
-the queue read/write of one loss call.
+missing ``init_from``, the optimizer groups and schedules against their closed forms, the
+queue read/write of one loss call, and three real steps on one device (backward through the
+sort, ROI-align and ViT, EMA, queue).
 Slow (one step compile per mesh): mesh parity (1,1)/(8,1)/(4,2), the queue holding each
 global crop's teacher tokens after real steps, and the EMA taken with the updated student.
 """
@@ -224,3 +225,25 @@ def test_steps_fill_queues_with_teacher_tokens_and_ema_follows_update(trainers, 
     err_before = max_abs_diff(one["teacher"]["head"], ema(reference["init"].params))
     print(f"EMA with the updated student: {err_after:.1e}; with the pre-update student: {err_before:.1e}")
     assert err_after < 2e-8 < 1e-7 < err_before
+
+
+def test_a_few_steps_train_through_sort_roi_align_and_ema(trainers, reference):
+    """CI's fast end-to-end step (one compile, N_STEPS steps on one device): the loss is finite
+    and changes, gradients reach the ViT through the soft sort and ROI-align (the student
+    backbone moves), the EMA teacher follows by less, and every step pushes its tokens into
+    both global crops' queues."""
+    trainer, _ = trainers.get((1, 1))
+    init = reference["init"]
+    losses = np.asarray(reference["losses"])
+    grad_norms = np.asarray([m["grad_norm"] for m in reference["metrics"]])
+    print(f"losses {np.round(losses, 5)}, grad norms {np.round(grad_norms, 4)}")
+    assert reference["cache_size"] == 1
+    assert np.isfinite(losses).all() and np.abs(np.diff(losses)).min() > 1e-6
+    assert np.isfinite(grad_norms).all() and (grad_norms > 0).all()
+    student_moved = max_abs_diff(reference["params"]["backbone"], init.params["backbone"])
+    teacher_moved = max_abs_diff(reference["teacher"]["backbone"], init.teacher["backbone"])
+    assert 0.0 < teacher_moved < student_moved
+    n_push = trainer.config.neco.queue_push_per_image * trainer.config.data.batch_size
+    np.testing.assert_array_equal(reference["aux"]["queue_fill"], [N_STEPS * n_push] * 2)
+    filled = np.asarray(reference["aux"]["queue"][:, : N_STEPS * n_push])
+    assert np.isfinite(filled).all() and (np.abs(filled).max(-1) > 0).all()

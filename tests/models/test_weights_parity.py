@@ -236,3 +236,66 @@ def test_convert_cli_round_trip(vits14, tmp_path):
         np.testing.assert_array_equal(back[key].numpy(), value, err_msg=key)
     _, params = weights.load("auto", tmp_path / "x.safetensors")
     np.testing.assert_array_equal(np.asarray(params["pos_embed"]), state["pos_embed"])
+
+
+def _official_outputs(model, images, n_blocks):
+    """The official model's q/k/v (last block, from its fused qkv projection), CLS->patch
+    attention, pre-norm patch tokens (`forward_features`) and normed patch tokens of the last
+    `n_blocks` blocks (`get_intermediate_layers`), as numpy in our layouts."""
+    x = torch.from_numpy(images.transpose(0, 3, 1, 2))
+    captured = {}
+    hook = model.blocks[-1].attn.qkv.register_forward_hook(lambda m, i, out: captured.update(qkv=out))
+    with torch.no_grad():
+        features = model.forward_features(x)
+        last = model.get_intermediate_layers(x, n=n_blocks, norm=True)
+    hook.remove()
+    batch, tokens, _ = captured["qkv"].shape
+    q, k, v = captured["qkv"].reshape(batch, tokens, 3, model.num_heads, -1).permute(2, 0, 3, 1, 4)
+    attn = ((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)).softmax(dim=-1)
+    return {
+        "q": q.numpy(),
+        "k": k.numpy(),
+        "v": v.numpy(),
+        "attn_cls": attn[:, :, 0, 1:].numpy(),
+        "patch_prenorm": features["x_prenorm"][:, 1:].numpy(),
+        "last_blocks": np.stack([t.numpy() for t in last]),
+    }
+
+
+def test_every_output_matches_the_official_model(vits14):
+    """q/k/v, attn_cls, patch_prenorm and last_blocks, not only CLS and patch tokens."""
+    model, state = vits14
+    params = weights.official_to_flax(state, variant_config("dinov2_vits14"))
+    images = np.random.default_rng(2).normal(size=(2, 112, 140, 3)).astype(np.float32)
+    ours = jax.jit(create("dinov2_vits14", n_last_blocks=3).apply)({"params": params}, jnp.asarray(images))
+    ref = _official_outputs(model, images, 3)
+    grid = (8, 10)
+    for key, want in ref.items():
+        got = np.asarray(ours[key])
+        if key == "attn_cls":
+            got = got.reshape(*got.shape[:2], -1)
+        elif key == "patch_prenorm":
+            got = got.reshape(got.shape[0], -1, got.shape[-1])
+        elif key == "last_blocks":
+            got = got.reshape(*got.shape[:2], -1, got.shape[-1])
+        assert got.shape == want.shape, key
+        np.testing.assert_allclose(got, want, atol=TOL, rtol=1e-4, err_msg=key)
+    assert ours["attn_cls"].shape[2:] == grid
+
+
+def test_save_official_loads_into_the_official_model(vits14, tmp_path):
+    """Params trained here (the imported ones, moved) -> save_official(.pth) -> the official
+    model's strict load_state_dict -> the same CLS and patch tokens as ours."""
+    _, state = vits14
+    cfg = variant_config("dinov2_vits14")
+    params = weights.official_to_flax(state, cfg)
+    noise = np.random.default_rng(4)
+    moved = jax.tree.map(lambda a: a + 0.01 * noise.normal(size=a.shape).astype(np.float32), params)
+    weights.save_official(moved, cfg, tmp_path / "ours.pth")
+    official = _official(14, 518, layerscale=True, seed=7)  # other weights until loaded
+    official.load_state_dict(torch.load(tmp_path / "ours.pth", weights_only=True), strict=True)
+    images = np.random.default_rng(5).normal(size=(2, 84, 98, 3)).astype(np.float32)
+    ours = jax.jit(create("dinov2_vits14").apply)({"params": moved}, jnp.asarray(images))
+    cls_ref, patch_ref = _torch_tokens(official, images)
+    np.testing.assert_allclose(np.asarray(ours["cls"]), cls_ref, atol=TOL)
+    np.testing.assert_allclose(np.asarray(ours["patch"]).reshape(patch_ref.shape), patch_ref, atol=TOL)

@@ -46,11 +46,31 @@ def test_corrupt_image_is_skipped_and_counted(image_folder):
     assert all(b["global"].shape == (8, 2, 32, 32, 3) for b in batches)
 
     log = loop._Logger(workdir="", images_per_step=8, bar=None)
-    log.count_images(batches[0], max_bad_fraction=0.5, dataset_size=10)
-    with pytest.raises(loop.TooManyUnreadableError):
-        log.count_images(
-            {"index": np.arange(8), "skipped": np.full(8, 1)}, max_bad_fraction=0.5, dataset_size=10
-        )
+    log.count_images(batches[0], source, max_bad_fraction=0.5)
+    with pytest.raises(loop.TooManyUnreadableError, match="8 unreadable images skipped"):
+        log.count_images({"index": np.arange(8), "skipped": np.full(8, 1)}, source, max_bad_fraction=0.5)
+
+
+def test_one_bad_file_in_100_is_named_once_and_does_not_stop(tmp_path):
+    """Three epochs over 100 files, one corrupt: the default data.max_bad_fraction keeps going
+    (the file is met up to three times but counted once) and names it, with its error, in
+    <workdir>/unreadable_images.txt exactly once."""
+    folder = tmp_path / "coco" / "train2017"
+    folder.mkdir(parents=True)
+    for i in range(100):
+        Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(folder / f"{i:03d}.png")
+    (folder / "042.png").write_bytes(b"broken")
+    config = _config(source="folder", root=str(tmp_path / "coco"))
+    source = sources.training_source(config.data)
+    batches = _batches(config, source, 36)  # 3 epochs of 12 steps
+    log = loop._Logger(workdir=str(tmp_path), images_per_step=8, bar=None)
+    for batch in batches:
+        log.count_images(batch, source, config.data.max_bad_fraction)
+    assert log.skipped >= 2  # met again in a later epoch
+    lines = (tmp_path / "unreadable_images.txt").read_text().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(str(folder / "042.png") + ": UnidentifiedImageError")
+    listed = tmp_path / "unreadable_images.txt"
+    assert log.unreadable.summary() == f"1 unreadable images skipped, listed in {listed}"
 
 
 def test_missing_dataset_names_the_download(tmp_path):

@@ -13,7 +13,8 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-from dense_jax.data import lists
+from dense_jax.core.errors import ReportedError
+from dense_jax.data import images, lists
 
 IGNORE_INDEX = 255
 
@@ -22,7 +23,7 @@ _READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, KeyError, AttributeE
 _WORKERS = min(16, 4 * (os.cpu_count() or 1))  # header checks are I/O bound
 
 
-class UnreadableSampleError(RuntimeError):
+class UnreadableSampleError(ReportedError, RuntimeError):
     """A file of the dataset cannot be decoded, or decodes to something that is not a sample."""
 
 
@@ -62,8 +63,7 @@ def _read_lines(path: Path) -> list[str]:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.array(im.convert("RGB"))
+    return images.decode(path)
 
 
 def _read_index_png(path: Path) -> np.ndarray:
@@ -80,12 +80,15 @@ def _read_sbd_mat(path: Path) -> np.ndarray:
 
 
 def _header(path: Path, modes: Sequence[str] | None = None) -> tuple[int, int]:
-    """(W, H) from the file header; checks the mode if `modes` is given."""
+    """(W, H) from the file header: a mask's (mode checked against `modes`) or, without
+    `modes`, an image's as shown upright (EXIF orientation applied, as `images.decode` does)."""
     if path.suffix == ".mat":
         h, w = _read_sbd_mat(path).shape
         return w, h
     with Image.open(path) as im:
-        if modes is not None and im.mode not in modes:
+        if modes is None:
+            return images.oriented_size(im)
+        if im.mode not in modes:
             raise ValueError(f"mask mode {im.mode!r}, expected one of {tuple(modes)}")
         return im.size
 
@@ -121,7 +124,10 @@ class _Source:
 
     def _setup(self, home, split, entries: dict, skipped: dict, *, ids, subset, check_files, lists_dir):
         """`home`: the dataset's own folder (lists live in <home>/dense_jax_lists by default);
-        `entries`: id -> whatever `_probe`/`__getitem__` need; `skipped`: id -> reason."""
+        `entries`: id -> whatever `_probe`/`__getitem__` need; `skipped`: id -> reason.
+
+        Sets ``ids`` (the usable samples), ``skipped`` ((id, reason) of every listed sample left
+        out) and ``excluded`` (the skipped ids that excluded.txt leaves out on purpose)."""
         self.root, self.split = Path(home), split
         self.lists_dir = lists.lists_dir(home, lists_dir)
         if subset is not None:
@@ -139,7 +145,8 @@ class _Source:
             entries = {k: v for k, v in entries.items() if k in wanted}
             skipped = {k: v for k, v in skipped.items() if k in wanted}
         excluded = lists.read_excluded(lists.list_path(self.lists_dir, self.group, "excluded"))
-        for key in sorted(set(entries) & set(excluded)):
+        self.excluded = tuple(sorted(set(entries) & set(excluded)))
+        for key in self.excluded:
             skipped[key] = f"excluded by {self.lists_dir}/{self.group}/excluded.txt: {excluded[key]}"
             del entries[key]
         if check_files:

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from dense_jax.ops import checks
 from dense_jax.ops.sorting.compose import _compose_swaps, _take_partner
 from dense_jax.ops.sorting.networks import NETWORKS, _scan_tables, network_tables
 from dense_jax.ops.sorting.relaxations import RELAXATIONS, _swap_weight
@@ -88,6 +89,8 @@ def soft_sort(
       ``(x_sorted, P)``: ``x_sorted = x @ P`` of shape ``(..., n)`` and the doubly stochastic
       ``P`` of shape ``(..., n, n)``, rows indexing elements and columns ascending ranks.
     """
+    if row_chunk is not None:
+        checks.positive("row_chunk", row_chunk)
     x = jnp.asarray(x)
     x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
     *batch, n = x.shape
