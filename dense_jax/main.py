@@ -28,7 +28,7 @@ def main(argv) -> None:
         jax.distributed.initialize()
     from dense_jax import methods
     from dense_jax.eval import periodic
-    from dense_jax.methods import UnknownMethodError
+    from dense_jax.methods import MethodConfigError, UnknownMethodError
     from dense_jax.train import loop
 
     try:
@@ -36,6 +36,7 @@ def main(argv) -> None:
         loop.train(config, methods.get(config.method), _WORKDIR.value, evals=evals)
     except (
         UnknownMethodError,
+        MethodConfigError,
         FileNotFoundError,
         loop.NonFiniteLossError,
         loop.TooManyUnreadableError,
