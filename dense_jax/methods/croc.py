@@ -154,7 +154,10 @@ def centroids(assign, valid, tokens, cls, group: int) -> jax.Array:
     cent = view_centroids(assign, tokens, valid)
     num_heads = valid.shape[0] // tokens.shape[0]
     scale = jnp.repeat(group_cls_norm(cls, group), num_heads)
-    return l2_normalize(cent) * scale[None, :, None, None]
+    keep = valid[None, :, :, None]
+    # Normalise a stand-in at invalid slots: the norm of a zero vector has a NaN gradient.
+    unit = l2_normalize(jnp.where(keep, cent, 1.0))
+    return jnp.where(keep, unit * scale[None, :, None, None], 0.0)
 
 
 class DenseOut(NamedTuple):
@@ -174,6 +177,10 @@ def dense_objective(head, student_head, teacher_head, assign, valid, teacher, st
     cent_t = jax.lax.stop_gradient(centroids(assign, valid, *teacher, group))
     cent_s = centroids(assign, valid, *student, group)
     shape = cent_t.shape[:3]
+    # The head sees a stand-in at invalid slots (a zero input can give a zero MLP output,
+    # whose L2 normalisation has a NaN gradient); their outputs are masked out below.
+    keep = valid[None, :, :, None]
+    cent_t, cent_s = (jnp.where(keep, x, 1.0) for x in (cent_t, cent_s))
     logits_t = head.apply({"params": teacher_head}, cent_t.reshape(-1, cent_t.shape[-1]), method="dense")
     logits_t = jax.lax.stop_gradient(logits_t)
     logits_s = head.apply({"params": student_head}, cent_s.reshape(-1, cent_s.shape[-1]), method="dense")
