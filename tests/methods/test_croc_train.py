@@ -1,8 +1,8 @@
 """CrOC in the generic trainer (methods/croc.py, configs/croc_coco.py:smoke; croc.md §2, §5, §7).
 
-`:smoke` with SGD at a large constant lr (as `tests/train/test_sharded_aux.py`: Adam would turn
-the rounding noise of exactly-zero gradients into ±lr steps that differ between meshes), three
-steps from the same initial state on 1 and on 8 devices:
+`:smoke` with SGD at a large constant lr (`test_trainer.parity_sgd`: Adam's steps on rounding
+noise would differ between meshes), three steps from the same initial state on 1 and on 8
+devices:
 - the batches carry ``global_pos`` (B, 2, N, 2) float32, the patch centres of the recorded crop
   boxes and flips (croc.md §2, the §9.1 formula of `transforms.patch_centers`);
 - the step compiles once, the losses are finite, both last layers (and their optimizer state)
@@ -18,7 +18,7 @@ import pytest
 
 from configs.croc_coco import get_config
 from dense_jax.data.transforms import patch_centers
-from tests.train.test_trainer import Trainers, run_steps
+from tests.train.test_trainer import Trainers, first_batches, parity_sgd, run_steps
 
 N_STEPS = 3
 
@@ -27,17 +27,7 @@ def sgd_smoke(shape=(1, 1), fsdp=False):
     c = get_config("smoke")
     c.mesh.shape = shape
     c.mesh.fsdp = fsdp
-    c.optim.update(
-        dict(
-            name="sgd",
-            warmup_epochs=0,
-            lr=0.05,
-            min_lr=0.05,
-            scale_lr_by_batch=False,
-            weight_decay=0.0,
-            weight_decay_end=0.0,
-        )
-    )
+    parity_sgd(c, lr=0.05)
     return c
 
 
@@ -48,9 +38,7 @@ def trainers():
 
 @pytest.fixture(scope="module")
 def host_batches(trainers):
-    trainer, _ = trainers.get((1, 1))
-    it = trainer.data_iterator()
-    return [next(it) for _ in range(N_STEPS)]
+    return first_batches(trainers, N_STEPS)
 
 
 @pytest.fixture(scope="module")
