@@ -2,13 +2,18 @@
 
     PYTHONPATH=. python benchmarks/train_step.py --config=configs/neco_dinov2.py \
         --set model.dtype=bfloat16 --set model.attention_impl=cudnn --out=neco_s14.json
+    # CrOC's paper config (ViT-S/16, batch 256, 2 x 224² views), the GPU suite's CrOC entry
+    PYTHONPATH=. python benchmarks/train_step.py --config=configs/croc_coco.py \
+        --set model.dtype=bfloat16 --out=croc_s16.json
 
 Builds the real sharded train state and jitted step of the config (the trainer's own
 `state.create` / `make_step`, data-parallel over all local devices), feeds device-resident
 random crops of the config's shapes (no input pipeline: this times the step alone), and
 reports the median step time after warm-up, images/s, and model FLOPs utilisation:
 analytic matmul + attention FLOPs of the ViTs and heads (fwd ×3 for the student's fwd+bwd,
-×1 for the teacher; rematerialisation not counted) over the device's dense peak.
+×1 for the teacher; rematerialisation not counted; CrOC's clustering and centroid heads are
+not counted) over the device's dense peak. The clustering's share of a CrOC step is
+`benchmarks/croc_parts.py`.
 Needs no grain / TFDS, only ml_collections.
 """
 
@@ -58,10 +63,14 @@ def load_config(spec: str, overrides: list[str]):
 
 
 def synthetic_batch(config, key):
-    """Random crops with the shapes the pipeline emits, plus NeCo's box records."""
+    """Random crops with the shapes the pipeline emits, plus NeCo's box records and CrOC's
+    patch positions (random points of the original image, ``crops.patch_size`` set)."""
     b, c = config.data.batch_size, config.crops
-    k1, k2 = jax.random.split(key)
+    k1, k2, k3 = jax.random.split(key, 3)
     batch = {"global": jax.random.normal(k1, (b, c.n_global, c.global_size, c.global_size, 3))}
+    if c.get("patch_size"):
+        n = (c.global_size // c.patch_size) ** 2
+        batch["global_pos"] = c.global_size * jax.random.uniform(k3, (b, c.n_global, n, 2))
     if c.n_local:
         batch["local"] = jax.random.normal(k2, (b, c.n_local, c.local_size, c.local_size, 3))
     if c.get("pair_boxes"):
@@ -99,16 +108,9 @@ def model_flops(config, vit) -> float:
     return config.data.batch_size * (3 * student + teacher)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--set", action="append", default=[], help="key.path=value override")
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--out", default="")
-    args = parser.parse_args()
-
-    config = load_config(args.config, args.set)
-    config.mesh.shape = (-1, 1)
+def time_steps(config, n_steps: int):
+    """(compile seconds, per-step seconds, last metrics) of the config's jitted train step on
+    one synthetic batch: the first call (compile + run), then `n_steps` timed calls."""
     method = methods.get(config.method)
     mesh, rules = shd.make_mesh(config.mesh.shape), shd.logical_rules(config.mesh.fsdp)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
@@ -126,11 +128,33 @@ def main() -> None:
         jax.block_until_ready(metrics)
         compile_s = time.perf_counter() - start
         times = []
-        for _ in range(args.steps):
+        for _ in range(n_steps):
             start = time.perf_counter()
             state, metrics = step(state, batch, rng)
             jax.block_until_ready(metrics)
             times.append(time.perf_counter() - start)
+    return compile_s, times, metrics
+
+
+def emit(record: dict, out: str) -> None:
+    """Print `record` as one JSON line and, when `out` is set, write it there indented."""
+    print(json.dumps(record))
+    if out:
+        with open(out, "w") as f:
+            json.dump(record, f, indent=1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--set", action="append", default=[], help="key.path=value override")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--out", default="")
+    args = parser.parse_args()
+
+    config = load_config(args.config, args.set)
+    config.mesh.shape = (-1, 1)
+    compile_s, times, metrics = time_steps(config, args.steps)
 
     vit = build.backbone(config.model)
     step_s = statistics.median(times)
@@ -157,10 +181,7 @@ def main() -> None:
         "peak_tflops_assumed": peak,
         "loss": float(metrics["loss"]),
     }
-    print(json.dumps(record))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(record, f, indent=1)
+    emit(record, args.out)
 
 
 if __name__ == "__main__":

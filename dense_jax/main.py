@@ -29,7 +29,7 @@ def main(argv) -> None:
     from dense_jax import methods
     from dense_jax.core import errors
     from dense_jax.eval import periodic
-    from dense_jax.methods import UnknownMethodError
+    from dense_jax.methods import MethodConfigError, UnknownMethodError
     from dense_jax.train import loop
 
     try:
@@ -39,6 +39,7 @@ def main(argv) -> None:
     except (
         *errors.REPORTED,
         UnknownMethodError,
+        MethodConfigError,
         loop.NonFiniteLossError,
         loop.TooManyUnreadableError,
     ) as err:  # one clear line, no traceback

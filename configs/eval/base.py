@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import ml_collections as mlc
 
-from configs import common
+from configs import common, croc_coco
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -203,6 +203,12 @@ def make(protocol: str, dataset: str, arg: str | None = None, variants: dict | N
             max_points_per_centroid=256,
             init="random",
         )
+    )
+    # CrOC's joint-view clusters per head (dense_jax/eval/croc_clusters.py; the paper's Fig. A1):
+    # the clustering settings of the training config (configs/croc_coco.py); all images shown
+    # form one normalisation group.
+    c.croc_clusters = mlc.ConfigDict(
+        dict(view_size=224, crop_scale=(0.25, 1.0), n_images=4, clustering=croc_coco.croc_section())
     )
 
     return common.apply_variants(c, arg, VARIANTS if variants is None else variants)

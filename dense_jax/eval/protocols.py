@@ -23,6 +23,7 @@ PROTOCOLS = {  # protocol name -> driver module (each exposes run(ctx) -> dict)
     "hbird": "dense_jax.eval.retrieval",
     "davis": "dense_jax.eval.video",
     "cbfe": "dense_jax.eval.foreground",
+    "croc_clusters": "dense_jax.eval.croc_clusters",
 }
 
 

@@ -9,7 +9,9 @@ Required
     ``init_aux(config, rng) -> dict``: non-parameter state (centers, banks, queues, pointers),
         arrays only. A leaf may be an ``nn.LogicallyPartitioned`` box with logical names, e.g.
         ``("batch", None)`` for a bank whose rows are split over the 'data' mesh axis; plain
-        arrays are replicated. It is carried, sharded and checkpointed with the state.
+        arrays are replicated. It is carried, sharded and checkpointed with the state. It runs
+        when the trainer is built, so it is where a method checks its config
+        (`MethodConfigError`).
     ``loss(params, teacher, aux, batch, ctx) -> (loss, LossOutput | (metrics, new_aux))``:
         pure and jit-able; the trainer differentiates it w.r.t. ``params`` (the student,
         ``{"backbone", "head"}``) only. ``teacher`` is the EMA tree (``{}`` without one);
@@ -38,7 +40,7 @@ CrIBo's order teacher → cluster → bank search → enqueue → student loss r
 one function under ``stop_gradient``; the gradient is taken w.r.t. the student only, so the
 teacher half costs no backward pass either way.
 
-New methods (CrOC, CrIBo, COMUS self-training) add a module and a config, never a trainer fork.
+New methods (CrIBo, COMUS self-training) add a module and a config, never a trainer fork.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from types import ModuleType
 from dense_jax.core.context import LossOutput, StepContext  # noqa: F401  (the interface's types)
 
 METHODS: dict[str, str] = {
+    "croc": "dense_jax.methods.croc",
     "dino": "dense_jax.methods.dino",
     "neco": "dense_jax.methods.neco",
     "segmentation": "dense_jax.methods.segmentation",
@@ -59,6 +62,11 @@ _REQUIRED = ("heads", "init_aux", "loss")
 
 class UnknownMethodError(ValueError):
     """``config.method`` names no registered method."""
+
+
+class MethodConfigError(ValueError):
+    """A method's settings do not fit together or with the run (raised when the trainer is
+    built, from the method's ``init_aux``; the training CLI prints it as one line)."""
 
 
 def check(module: ModuleType) -> ModuleType:

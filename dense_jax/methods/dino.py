@@ -100,9 +100,18 @@ def dino_loss(
     return cross_view_ce(probs.reshape(n_global, -1, k), logprobs.reshape(-1, probs.shape[0] // n_global, k))
 
 
-def update_center(center, teacher_logits, momentum: float) -> jax.Array:
-    """center ← m·center + (1 − m)·mean of the teacher logits over the global batch."""
-    return momentum * center + (1.0 - momentum) * teacher_logits.mean(axis=0, keepdims=True)
+def update_center(center, teacher_logits, momentum: float, weights=None) -> jax.Array:
+    """center ← m·center + (1 − m)·mean of the teacher logits (N, K) over the global batch.
+
+    `weights` (N,), optional: a 0/1 row mask (CrOC's valid centroids, croc.md §6 "Centering");
+    the mean is then Σ w·logits / max(Σ w, 1), so masked rows count for nothing."""
+    if weights is None:
+        mean = teacher_logits.mean(axis=0, keepdims=True)
+    else:
+        weights = weights.astype(teacher_logits.dtype)
+        total = jnp.einsum("n,nk->k", weights, teacher_logits, precision=jax.lax.Precision.HIGHEST)
+        mean = (total / jnp.maximum(weights.sum(), 1.0))[None]
+    return momentum * center + (1.0 - momentum) * mean
 
 
 def loss(student_params, teacher_params, aux, batch, ctx):

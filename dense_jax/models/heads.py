@@ -2,8 +2,8 @@
 
 `DINOHead` = `ProjectionMLP` (Linear → GELU → ... → Linear to the bottleneck, no BN) →
 L2 normalisation → `WeightNormLinear` (bias-free, weight-normalised per output unit). CrOC
-and CrIBo share one MLP between a CLS last layer and an object last layer; they compose the
-same two pieces. Parameters are fp32 and carry logical axis names like the backbone's.
+and CrIBo share one MLP between a CLS last layer and an object last layer (`DINOHead` with
+``dense_dim``). Parameters are fp32 and carry logical axis names like the backbone's.
 """
 
 from __future__ import annotations
@@ -82,15 +82,37 @@ class WeightNormLinear(nn.Module):
 
 
 class DINOHead(nn.Module):
-    """DINO head: MLP → L2-normalise → weight-normalised last layer (croc.md §6)."""
+    """DINO head: MLP → L2-normalise → weight-normalised last layer (croc.md §6).
+
+    With ``dense_dim`` > 0 it is CrOC's / CrIBo's head: a second weight-normalised last layer
+    ``last_layer_c`` (``dense_dim`` outputs) shares the MLP. Calling the module gives the
+    global (``last_layer``) logits; ``apply(..., method="dense")`` the dense ones. Both last
+    layers are created at init and carry the ``last_layer`` prefix, so the default optimizer
+    groups freeze both for the first ``optim.freeze_last_layer`` epochs (croc.md §7).
+    """
 
     out_dim: int
     hidden_dim: int = 2048
     bottleneck_dim: int = 256
     nlayers: int = 3
     norm_last_layer: bool = True
+    dense_dim: int = 0
 
-    @nn.compact
+    def setup(self):
+        self.mlp = ProjectionMLP(self.hidden_dim, self.bottleneck_dim, self.nlayers)
+        self.last_layer = WeightNormLinear(self.out_dim, self.norm_last_layer)
+        if self.dense_dim:
+            self.last_layer_c = WeightNormLinear(self.dense_dim, self.norm_last_layer)
+
+    def bottleneck(self, x):
+        """The shared MLP's L2-normalised output."""
+        return l2_normalize(self.mlp(x))
+
     def __call__(self, x):
-        x = ProjectionMLP(self.hidden_dim, self.bottleneck_dim, self.nlayers, name="mlp")(x)
-        return WeightNormLinear(self.out_dim, self.norm_last_layer, name="last_layer")(l2_normalize(x))
+        if self.dense_dim and self.is_initializing():
+            self.dense(x)  # create the dense last layer's parameters too
+        return self.last_layer(self.bottleneck(x))
+
+    def dense(self, x):
+        """Logits of the dense (object/centroid) last layer on the shared MLP."""
+        return self.last_layer_c(self.bottleneck(x))

@@ -12,6 +12,7 @@ import pytest
 from configs.dino_coco import get_config
 from dense_jax.train import loop
 from tests.train import sharded_bank_method as method
+from tests.train.test_trainer import parity_sgd
 
 N_STEPS = 6
 
@@ -20,21 +21,8 @@ def bank_config(shape):
     c = get_config("smoke")
     c.mesh.shape = shape
     c.bank = dict(slots=3, weight=0.5)
-    # SGD without warm-up at a large lr: the parameters move far more than the parity
-    # tolerance. (Adam would turn the pure rounding noise of gradients that are zero in exact
-    # arithmetic, e.g. the attention key bias, into ±lr steps that differ between meshes.)
-    c.optim.update(
-        dict(
-            name="sgd",
-            warmup_epochs=0,
-            lr=0.01,
-            min_lr=0.01,
-            freeze_last_layer=0,
-            scale_lr_by_batch=False,
-            weight_decay=0.0,
-            weight_decay_end=0.0,
-        )
-    )
+    parity_sgd(c, lr=0.01)
+    c.optim.freeze_last_layer = 0
     c.train.update(dict(epochs=1, steps_per_epoch=N_STEPS))
     c.ckpt.update(dict(every_steps=2, keep=5, async_save=False))
     return c

@@ -69,11 +69,34 @@ def trainers():
     return Trainers(smoke_config)
 
 
-@pytest.fixture(scope="module")
-def host_batches(trainers):
+def first_batches(trainers, n):
+    """The first `n` host batches of the (1, 1) trainer's data iterator."""
     trainer, _ = trainers.get((1, 1))
     it = trainer.data_iterator()
-    return [next(it) for _ in range(N_STEPS)]
+    return [next(it) for _ in range(n)]
+
+
+def parity_sgd(config, lr):
+    """Switch `config` to SGD at a constant `lr` (no warm-up, no decay) for mesh-parity tests:
+    the parameters move far more than the parity tolerance, and Adam would turn the rounding
+    noise of gradients that are zero in exact arithmetic (e.g. the attention key bias) into
+    ±lr steps that differ between meshes."""
+    config.optim.update(
+        dict(
+            name="sgd",
+            warmup_epochs=0,
+            lr=lr,
+            min_lr=lr,
+            scale_lr_by_batch=False,
+            weight_decay=0.0,
+            weight_decay_end=0.0,
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def host_batches(trainers):
+    return first_batches(trainers, N_STEPS)
 
 
 def run_steps(trainers, shape, fsdp, host_batches, init_state=None):
