@@ -29,7 +29,7 @@ def main(argv) -> None:
     from dense_jax import methods
     from dense_jax.eval import periodic
     from dense_jax.methods import UnknownMethodError
-    from dense_jax.train import loop
+    from dense_jax.train import checkpoint, loop
 
     try:
         evals = periodic.from_config(config, _WORKDIR.value, fit=loop.fit)
@@ -39,6 +39,8 @@ def main(argv) -> None:
         FileNotFoundError,
         loop.NonFiniteLossError,
         loop.TooManyUnreadableError,
+        checkpoint.CheckpointSaveError,
+        checkpoint.NoUsableCheckpointError,
     ) as err:  # one clear line, no traceback
         sys.exit(f"error: {err}")
 
