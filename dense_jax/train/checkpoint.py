@@ -63,7 +63,7 @@ class DamagedCheckpointError(Exception):
         self.tag, self.detail = tag, detail
 
 
-def _unreadable(err: Exception, limit: int = 300) -> DamagedCheckpointError:
+def _unreadable(err: Exception, limit: int = 200) -> DamagedCheckpointError:
     """The damage an orbax/tensorstore error shows (its first line).
 
     Orbax abandons a failed restore while other tensorstore reads are still in flight; each of
@@ -82,8 +82,10 @@ def _unreadable(err: Exception, limit: int = 300) -> DamagedCheckpointError:
 
         hook.silences_closed_loop = True
         sys.unraisablehook = hook
-    text = (str(err).strip().splitlines() or [""])[0]
-    return DamagedCheckpointError("unreadable", f"{type(err).__name__}: {text[:limit]}")
+    text = (str(err).strip().splitlines() or [""])[0].split(" [tensorstore_spec")[0]
+    if len(text) > limit:  # tensorstore nests its causes: the innermost one comes last
+        text = "…" + text[-limit:]
+    return DamagedCheckpointError("unreadable", f"{type(err).__name__}: {text}")
 
 
 def _all_hosts(ok: bool) -> bool:
