@@ -125,7 +125,7 @@ def test_sigterm_saves_at_the_next_step_and_exits_cleanly(tmp_path):
         while proc.poll() is None and len(_steps_logged(workdir)) < 3:
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=300)
+        proc.wait(timeout=900)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -143,7 +143,7 @@ def test_nan_stops_without_a_checkpoint_after_it(tmp_path):
     nothing is saved from step k on."""
     overrides = ("--config.optim.lr=1e30", "--config.ckpt.every_steps=1")
     out = subprocess.run(
-        _train_cli(tmp_path, *overrides), cwd=REPO, capture_output=True, text=True, timeout=300
+        _train_cli(tmp_path, *overrides), cwd=REPO, capture_output=True, text=True, timeout=900
     )
     assert out.returncode == 1, out.stderr[-3000:]
     last_line = out.stderr.strip().splitlines()[-1]
