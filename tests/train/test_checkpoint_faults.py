@@ -172,7 +172,7 @@ def test_no_good_step_fails_clearly_and_keeps_everything(run, tmp_path):
     assert sorted(os.listdir(directory)) == ["2", "4", "6"]  # nothing renamed: a rerun fails the same
 
 
-@pytest.mark.parametrize("async_save", [False, True])
+@pytest.mark.parametrize("async_save", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_full_disk_during_a_save_keeps_the_previous_checkpoint(async_save, run, tmp_path, monkeypatch):
     trainer, context, _, final = run
     saves = []
