@@ -15,7 +15,8 @@ and the last one runs to the end. Checkpoints are saved every step and only 2 ar
 kills often land inside saves and cleanups; the phase seen at each kill is recorded.
 
 Printed per method and save mode, then in total: kills, restarts, unreadable checkpoints
-(steps a restart reported damaged, plus restarts that failed) and whether the final state is
+(steps a restart reported damaged), restarts that failed, restarts that started over although
+a checkpoint was there (the restart markers of ``metrics.jsonl``) and whether the final state is
 bitwise equal to the reference: the per-array fingerprints of the final checkpoints
 (`dense_jax.train.integrity`) and their data-iterator positions are compared. The last line
 contains "bitwise".
@@ -81,11 +82,15 @@ def _latest(workdir: str) -> int:
     return max((int(n) for n in _checkpoints(workdir) if n.isdigit()), default=-1)
 
 
-def _phase(workdir: str) -> str:
-    """What the run is doing on disk right now."""
-    names = _checkpoints(workdir)
+def _saves_in_progress(workdir: str) -> set[str]:
+    return {n for n in _checkpoints(workdir) if TMP_MARK in n}
+
+
+def _phase(workdir: str, stale: set[str]) -> str:
+    """What the run is doing on disk right now (`stale`: temporary directories left by an
+    earlier killed launch, removed when this one opens its checkpoints)."""
     trash = os.path.join(workdir, "ckpt", "trash")
-    if any(TMP_MARK in n for n in names):
+    if _saves_in_progress(workdir) - stale:
         return "save"
     if os.path.isdir(trash) and os.listdir(trash):
         return "cleanup"
@@ -96,13 +101,21 @@ def _moment_reached(kind: str, workdir: str, start: dict) -> bool:
     if kind == "step":
         return _steps_logged(workdir) >= start["steps"] + start["wait_steps"]
     if kind == "save":
-        return any(TMP_MARK in n for n in _checkpoints(workdir))
+        return bool(_saves_in_progress(workdir) - start["stale"])
     return _latest(workdir) > start["latest"]  # cleanup follows the commit
 
 
 def _launch(cmd: list[str], log_path: str) -> subprocess.Popen:
     with open(log_path, "w") as log:
         return subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+
+
+def _restart_origins(workdir: str) -> list[str]:
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [r["restart"] for r in map(json.loads, f) if "restart" in r]
 
 
 def _final(workdir: str) -> tuple[dict, object]:
@@ -115,10 +128,16 @@ def _final(workdir: str) -> tuple[dict, object]:
 def chain(method: str, workdir: str, async_save: bool, kills: int, rng: random.Random) -> dict:
     """Launch, kill `kills` times, let the last launch finish; the counts of one chain."""
     cmd = _command(method, workdir, async_save)
-    out = {"kills": 0, "restarts": 0, "unreadable": 0, "failed": 0, "phases": {}}
+    out = {"kills": 0, "restarts": 0, "unreadable": 0, "failed": 0, "fresh": 0, "phases": {}}
     for launch in range(kills + 1):
         log_path = os.path.join(workdir, f"launch{launch}.log")
-        start = {"steps": _steps_logged(workdir), "latest": _latest(workdir), "wait_steps": rng.randint(1, 3)}
+        start = {
+            "steps": _steps_logged(workdir),
+            "latest": _latest(workdir),
+            "stale": _saves_in_progress(workdir),
+            "wait_steps": rng.randint(1, 3),
+            "origins": len(_restart_origins(workdir)),
+        }
         kind = rng.choice(["step", "save", "cleanup"]) if launch < kills else None
         delay = rng.uniform(0.0, 0.2) if kind == "step" else rng.uniform(0.0, 0.01)
         proc = _launch(cmd, log_path)
@@ -127,11 +146,14 @@ def chain(method: str, workdir: str, async_save: bool, kills: int, rng: random.R
             time.sleep(0.005)
         if kind and proc.poll() is None:
             time.sleep(delay)
-            phase = _phase(workdir)
+            phase = _phase(workdir, start["stale"])
             proc.send_signal(signal.SIGKILL)
             out["kills"] += proc.wait() == -signal.SIGKILL
             out["phases"][phase] = out["phases"].get(phase, 0) + 1
         proc.wait()
+        # A restart must resume from a checkpoint whenever one was there (never start over).
+        new_origins = _restart_origins(workdir)[start["origins"] :]
+        out["fresh"] += start["latest"] >= 0 and "scratch" in new_origins
         with open(log_path) as f:
             text = f.read()
         out["unreadable"] += text.count(" is damaged (")
@@ -145,7 +167,7 @@ def chain(method: str, workdir: str, async_save: bool, kills: int, rng: random.R
 def campaign(methods: list[str], kills: int, seed: int, root: str) -> bool:
     """Run the campaign; print the figures; True when every chain ended bitwise equal."""
     rng = random.Random(seed)
-    total = {"kills": 0, "restarts": 0, "unreadable": 0, "failed": 0, "equal": 0, "chains": 0}
+    total = {"kills": 0, "restarts": 0, "unreadable": 0, "failed": 0, "fresh": 0, "equal": 0, "chains": 0}
     for method in methods:
         reference = os.path.join(root, method, "reference")
         os.makedirs(reference)
@@ -158,21 +180,22 @@ def campaign(methods: list[str], kills: int, seed: int, root: str) -> bool:
             workdir = os.path.join(root, method, mode)
             os.makedirs(workdir)
             out = chain(method, workdir, async_save, kills, rng)
-            equal = out["failed"] == 0 and _final(workdir) == expected
+            equal = out["failed"] == 0 and out["fresh"] == 0 and _final(workdir) == expected
             phases = ", ".join(f"{n} in {p}" for p, n in sorted(out["phases"].items()))
             print(
                 f"{method} {mode}: {out['kills']} kills ({phases}), {out['restarts']} restarts, "
                 f"{out['unreadable']} unreadable checkpoints, {out['failed']} failed restarts, "
+                f"{out['fresh']} fresh starts over a checkpoint, "
                 f"final state bitwise-equal to the uninterrupted run: {'yes' if equal else 'NO'}",
                 flush=True,
             )
-            for key in ("kills", "restarts", "unreadable", "failed"):
+            for key in ("kills", "restarts", "unreadable", "failed", "fresh"):
                 total[key] += out[key]
             total["equal"] += equal
             total["chains"] += 1
     print(
         f"total: {total['kills']} kills, {total['restarts']} restarts, {total['unreadable']} unreadable "
-        f"checkpoints, {total['failed']} failed restarts; "
+        f"checkpoints, {total['failed']} failed restarts, {total['fresh']} fresh starts over a checkpoint; "
         f"bitwise-equal {total['equal']}/{total['chains']} runs"
     )
     return total["equal"] == total["chains"]

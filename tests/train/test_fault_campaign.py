@@ -16,7 +16,9 @@ def test_killed_runs_end_bitwise_equal(tmp_path, capsys):
     ok = faults.campaign(METHODS, kills=5, seed=0, root=str(tmp_path))
     out = capsys.readouterr().out
     print(out)
-    total = re.search(r"total: (\d+) kills, (\d+) restarts, (\d+) unreadable checkpoints, (\d+) failed", out)
+    pattern = r"total: (\d+) kills, (\d+) restarts, (\d+) unreadable checkpoints, (\d+) failed restarts, "
+    pattern += r"(\d+) fresh"
+    total = re.search(pattern, out)
     assert ok and total, out
-    kills, restarts, _, failed = map(int, total.groups())
-    assert kills >= 10 * len(METHODS) and restarts >= kills and failed == 0, out
+    kills, restarts, _, failed, fresh = map(int, total.groups())
+    assert kills >= 10 * len(METHODS) and restarts >= kills and failed == fresh == 0, out
