@@ -30,7 +30,7 @@ def main(argv) -> None:
     from dense_jax.core import errors
     from dense_jax.eval import periodic
     from dense_jax.methods import MethodConfigError, UnknownMethodError
-    from dense_jax.train import loop
+    from dense_jax.train import checkpoint, loop
 
     try:
         evals = periodic.from_config(config, _WORKDIR.value, fit=loop.fit)
@@ -42,6 +42,8 @@ def main(argv) -> None:
         MethodConfigError,
         loop.NonFiniteLossError,
         loop.TooManyUnreadableError,
+        checkpoint.CheckpointSaveError,
+        checkpoint.NoUsableCheckpointError,
     ) as err:  # one clear line, no traceback
         sys.exit(errors.one_line(err))
 

@@ -1,26 +1,36 @@
 """Orbax checkpoints: train state + grain iterator state + config JSON (jax-practices §7).
 
 One checkpoint = ``state`` (StandardSave of the whole `TrainState`), ``data`` (this host's
-grain iterator position) and ``meta`` (step and the resolved config). Saves are async by
-default and the last ``ckpt.keep`` are kept. `restore_or_init` follows big_vision's order:
-this run's own workdir, else ``config.resume`` (another run's checkpoint directory, full
-state and data position), else ``config.init_from`` (converted backbone weights, params
-only), else a fresh init.
+grain iterator position) and ``meta`` (step, the resolved config and the state's
+fingerprint, `dense_jax.train.integrity`). Saves are async by default and the last
+``ckpt.keep`` are kept. `restore_or_init` follows big_vision's order: this run's own workdir,
+else ``config.resume`` (another run's checkpoint directory, full state and data position),
+else ``config.init_from`` (converted backbone weights, params only), else a fresh init. A
+checkpoint is only ever used after its files and fingerprint check out: damaged steps are
+skipped for the newest intact one (`Checkpointer` states the rules).
 """
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Callable
+import shutil
+import sys
+from typing import Any, Callable
 
 import flax.linen as nn
 import grain
 import jax
 import jax.numpy as jnp
 import ml_collections as mlc
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
+from dense_jax.train import integrity
 from dense_jax.train.state import TrainState, abstract_state
+
+TRASH = "trash"  # old steps are renamed into it, then deleted (`Checkpointer`)
 
 
 def _state_handler() -> ocp.PyTreeCheckpointHandler:
@@ -36,11 +46,76 @@ def _state_handler() -> ocp.PyTreeCheckpointHandler:
     return ocp.PyTreeCheckpointHandler(type_handler_registry=registry)
 
 
-class Checkpointer:
-    """A CheckpointManager over ``directory`` with this project's item layout."""
+class CheckpointSaveError(RuntimeError):
+    """A checkpoint could not be written (e.g. the disk is full); the earlier ones are intact."""
 
-    def __init__(self, directory: str, config: mlc.ConfigDict, read_only: bool = False):
+
+class NoUsableCheckpointError(RuntimeError):
+    """The checkpoint directory holds steps, but none of them restores intact."""
+
+
+class DamagedCheckpointError(Exception):
+    """One step cannot be restored. ``tag`` (``missing``, ``unreadable``, ``checksum``) names
+    the kind of damage in the name the step is kept aside under; ``detail`` says what."""
+
+    def __init__(self, tag: str, detail: str):
+        super().__init__(f"{tag}: {detail}")
+        self.tag, self.detail = tag, detail
+
+
+def _unreadable(err: Exception, limit: int = 200) -> DamagedCheckpointError:
+    """The damage an orbax/tensorstore error shows (its first line).
+
+    Orbax abandons a failed restore while other tensorstore reads are still in flight; each of
+    those later calls back into orbax's closed event loop and Python prints an "Event loop is
+    closed" traceback for it. Those (and only those) are silenced from then on: the damage has
+    been reported in one line."""
+    if not getattr(sys.unraisablehook, "silences_closed_loop", False):
+        previous = sys.unraisablehook
+
+        def hook(unraisable):
+            late = isinstance(unraisable.exc_value, RuntimeError) and "Event loop is closed" in str(
+                unraisable.exc_value
+            )
+            if not late:
+                previous(unraisable)
+
+        hook.silences_closed_loop = True
+        sys.unraisablehook = hook
+    text = (str(err).strip().splitlines() or [""])[0].split(" [tensorstore_spec")[0]
+    if len(text) > limit:  # tensorstore nests its causes: the innermost one comes last
+        text = "…" + text[-limit:]
+    return DamagedCheckpointError("unreadable", f"{type(err).__name__}: {text}")
+
+
+def _all_hosts(ok: bool) -> bool:
+    """Whether `ok` holds on every host: all hosts take the same fallback decisions."""
+    if jax.process_count() == 1:
+        return ok
+    return bool(np.all(multihost_utils.process_allgather(np.asarray(ok))))
+
+
+class Checkpointer:
+    """A CheckpointManager over ``directory`` with this project's item layout and rules:
+
+    - each save records the fingerprint of the state (`integrity`) and the host-0 data
+      position in ``meta``; a restore checks both, and the files the step needs;
+    - `newest_good` restores the newest intact step: damaged newer steps are named in one
+      line each and renamed ``<step>.damaged-<tag>`` (kept, never deleted; left in place in a
+      read-only directory); when steps exist but none is intact it raises
+      `NoUsableCheckpointError` and renames nothing, so that a rerun fails the same way
+      instead of silently starting over;
+    - old steps are removed by an atomic rename into ``trash/`` and then deleted, so a kill
+      during the cleanup never leaves a half-deleted step in the listing; killed saves
+      (``*.orbax-checkpoint-tmp*``) are removed when the directory is opened;
+    - an OSError while writing (full disk) becomes `CheckpointSaveError`, which names the last
+      complete step (orbax deletes old steps only after a save has committed).
+    """
+
+    def __init__(self, directory: str, config: mlc.ConfigDict | None = None, read_only: bool = False):
         self.directory = os.path.abspath(directory)
+        self.read_only = read_only
+        self._in_flight: int | None = None
         self.manager = ocp.CheckpointManager(
             self.directory,
             item_handlers={
@@ -49,42 +124,151 @@ class Checkpointer:
                 "meta": ocp.JsonCheckpointHandler(),
             },
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=config.ckpt.keep,
-                enable_async_checkpointing=config.ckpt.async_save,
+                max_to_keep=None if config is None else config.ckpt.keep,
+                enable_async_checkpointing=config is not None and config.ckpt.async_save,
                 read_only=read_only,
                 create=not read_only,
+                cleanup_tmp_directories=not read_only,
+                todelete_subdir=None if read_only else TRASH,
             ),
         )
+        self._empty_trash()
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, state: TrainState, data_iter, config: mlc.ConfigDict) -> None:
-        self.manager.save(
-            step,
-            force=True,
-            args=ocp.args.Composite(
-                state=ocp.args.PyTreeSave(state),
-                data=grain.checkpoint.CheckpointSave(data_iter),
-                meta=ocp.args.JsonSave({"step": step, "config": config.to_dict()}),
-            ),
+    def _empty_trash(self) -> None:
+        trash = os.path.join(self.directory, TRASH)
+        if self.read_only or jax.process_index() != 0 or not os.path.isdir(trash):
+            return
+        for name in os.listdir(trash):
+            shutil.rmtree(os.path.join(trash, name), ignore_errors=True)
+
+    def _save_error(self, err: OSError) -> CheckpointSaveError:
+        self.manager.reload()
+        last = self.manager.latest_step()
+        kept = "no checkpoint is complete yet" if last is None else f"the last complete one is step {last}"
+        return CheckpointSaveError(
+            f"could not write checkpoint step {self._in_flight} in {self.directory} ({err}); {kept}, "
+            "and a rerun resumes from it once the cause (e.g. a full disk) is fixed"
         )
 
-    def restore(self, step: int, target: TrainState, data_iter) -> TrainState:
-        """The state at `step` placed like `target`; `data_iter` is repositioned in place."""
-        restored = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.PyTreeRestore(
-                    target, restore_args=ocp.checkpoint_utils.construct_restore_args(target)
+    def save(self, step: int, state: TrainState, data_iter, config: mlc.ConfigDict) -> None:
+        """Write `step` (in the background when ``ckpt.async_save``); an earlier async save's
+        failure is raised here."""
+        self.wait()
+        meta = {
+            "step": step,
+            "config": config.to_dict(),
+            "fingerprint": integrity.fingerprint(state),
+            "data": data_iter.get_state(),
+        }
+        self._in_flight = step
+        try:
+            self.manager.save(
+                step,
+                force=True,
+                args=ocp.args.Composite(
+                    state=ocp.args.PyTreeSave(state),
+                    data=grain.checkpoint.CheckpointSave(data_iter),
+                    meta=ocp.args.JsonSave(meta),
                 ),
-                data=grain.checkpoint.CheckpointRestore(data_iter),
-            ),
-        )
-        return restored["state"]
+            )
+        except OSError as err:
+            raise self._save_error(err) from err
+        self._empty_trash()
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        """Wait for the save in flight; its failure raises `CheckpointSaveError`."""
+        try:
+            self.manager.wait_until_finished()
+        except OSError as err:
+            raise self._save_error(err) from err
+        self._empty_trash()
+
+    def meta(self, step: int) -> dict:
+        """The ``meta`` item of `step` (step, config, fingerprint, data position)."""
+        try:
+            return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        except Exception as err:  # any failure to read a damaged step: orbax/tensorstore raise many kinds
+            raise _unreadable(err) from err
+
+    def restore(self, step: int, target, data_iter=None, partial: bool = False):
+        """The state at `step` placed like `target` (a tree of ShapeDtypeStructs; with
+        `partial`, a subtree of the state's, e.g. ``{"teacher": {"backbone": ...}}``), after
+        checking its files and fingerprint; `data_iter`, if given, is repositioned in place.
+        Raises `DamagedCheckpointError` when the step cannot be restored intact."""
+        problem = integrity.layout_problem(os.path.join(self.directory, str(step)), jax.process_count())
+        if problem:
+            raise DamagedCheckpointError("missing", problem)
+        meta = self.meta(step)
+        items = {
+            "state": ocp.args.PyTreeRestore(
+                target,
+                restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+                partial_restore=partial,
+            )
+        }
+        if data_iter is not None:
+            items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+        try:
+            state = self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
+        except Exception as err:  # see `meta`
+            raise _unreadable(err) from err
+        bad = integrity.mismatches(meta["fingerprint"], state) if "fingerprint" in meta else []
+        if bad:
+            detail = f"{len(bad)} arrays differ from their fingerprint: {bad[0]}, …"
+            raise DamagedCheckpointError("checksum", detail)
+        position = None if data_iter is None else json.loads(json.dumps(data_iter.get_state()))
+        if jax.process_index() == 0 and "data" in meta and position not in (None, meta["data"]):
+            raise DamagedCheckpointError("checksum", f"data position {position} differs from {meta['data']}")
+        return state
+
+    def newest_good(self, restore_step: Callable[[int], Any]) -> tuple[Any, int] | None:
+        """(``restore_step(s)``, s) for the newest step s that `restore_step` restores without
+        `DamagedCheckpointError`; None when there are no steps (see the class rules)."""
+        damaged = []
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                value, error = restore_step(step), None
+            except DamagedCheckpointError as err:
+                value, error = None, err
+            if _all_hosts(error is None):
+                self._set_aside(damaged, step)
+                return value, step
+            damaged.append((step, error or DamagedCheckpointError("unreadable", "another host failed")))
+        if damaged:
+            listed = "; ".join(f"step {s} {e}" for s, e in damaged)
+            raise NoUsableCheckpointError(
+                f"no checkpoint in {self.directory} restores intact (steps "
+                f"{', '.join(str(s) for s, _ in damaged)}: {listed}); nothing was renamed: move "
+                f"{self.directory} away to start over"
+            )
+        return None
+
+    def _set_aside(self, damaged: list[tuple[int, DamagedCheckpointError]], good: int) -> None:
+        """Name each damaged step in one line; rename it ``<step>.damaged-<tag>[-n]``."""
+        for step, error in damaged:
+            source = os.path.join(self.directory, str(step))
+            name = f"{step}.damaged-{error.tag}"
+            for n in range(2, 1000):
+                if not os.path.exists(os.path.join(self.directory, name)):
+                    break
+                name = f"{step}.damaged-{error.tag}-{n}"
+            kept = "left in place (read-only)" if self.read_only else f"kept aside as {name}"
+            if jax.process_index() == 0:
+                if not self.read_only:
+                    os.rename(source, os.path.join(self.directory, name))
+                print(
+                    f"checkpoint step {step} in {self.directory} is damaged ({error}); {kept}; "
+                    f"restoring step {good}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        if damaged and not self.read_only:
+            if jax.process_count() > 1:
+                multihost_utils.sync_global_devices("dense_jax checkpoint set aside")
+            self.manager.reload()
 
     def close(self) -> None:
         self.manager.close()
@@ -96,43 +280,35 @@ def _checkpoint_dir(path: str) -> str:
     return nested if os.path.isdir(nested) else path
 
 
-def _latest(path: str, config: mlc.ConfigDict, what: str) -> tuple[Checkpointer, int]:
-    other = Checkpointer(_checkpoint_dir(path), config, read_only=True)
-    step = other.latest_step()
-    if step is None:
-        raise FileNotFoundError(f"{what}={path!r} holds no dense_jax checkpoint")
-    return other, step
+def newest_state(ckpt: Checkpointer, target: TrainState, data_iter) -> tuple[TrainState, int] | None:
+    """(state, step) of the newest intact checkpoint in `ckpt` (see `Checkpointer`), or None."""
+    return ckpt.newest_good(lambda step: ckpt.restore(step, target, data_iter))
 
 
 def teacher_backbone(path: str, target: Callable[[dict], object], hint: str = "") -> tuple[dict, dict, int]:
-    """(teacher backbone, run config dict, step) of a dense_jax run's latest checkpoint.
+    """(teacher backbone, run config dict, step) of a dense_jax run's newest intact checkpoint.
 
     ``path``: the run's workdir or its checkpoint directory. ``target(run_config)`` gives the
     abstract backbone params (``jax.ShapeDtypeStruct`` with shardings) to restore into; only
-    ``state/teacher/backbone`` is read (partial restore), never the optimizer state. A run
-    without a teacher (``teacher.ema=False``) gives its student backbone.
+    ``state/teacher/backbone`` is read (partial restore, fingerprint checked), never the
+    optimizer state. A run without a teacher (``teacher.ema=False``) gives its student backbone.
     """
-    manager = ocp.CheckpointManager(
-        _checkpoint_dir(os.path.abspath(path)),
-        item_handlers={"state": _state_handler(), "meta": ocp.JsonCheckpointHandler()},
-        options=ocp.CheckpointManagerOptions(read_only=True, create=False),
-    )
-    step = manager.latest_step()
-    if step is None:
+    ckpt = Checkpointer(_checkpoint_dir(os.path.abspath(path)), read_only=True)
+
+    def backbone(step: int) -> tuple[dict, dict]:
+        run_config = ckpt.meta(step)["config"]
+        tree = "teacher" if run_config["teacher"].get("ema", True) else "params"
+        item = {tree: {"backbone": target(run_config)}}
+        return ckpt.restore(step, item, partial=True)[tree]["backbone"], run_config
+
+    try:
+        found = ckpt.newest_good(backbone)
+    finally:
+        ckpt.close()
+    if found is None:
         raise FileNotFoundError(f"{path!r} holds no dense_jax checkpoint" + (f"; {hint}" if hint else ""))
-    run_config = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]["config"]
-    tree = "teacher" if run_config["teacher"].get("ema", True) else "params"
-    item = {tree: {"backbone": target(run_config)}}
-    restored = manager.restore(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.PyTreeRestore(
-                item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True
-            )
-        ),
-    )
-    manager.close()
-    return restored["state"][tree]["backbone"], run_config, step
+    (params, run_config), step = found
+    return params, run_config, step
 
 
 def _weights_file_backbone(config: mlc.ConfigDict, target) -> dict:
@@ -193,18 +369,23 @@ def restore_or_init(
 ) -> tuple[TrainState, str]:
     """(state, where it came from). `data_iter` is repositioned when a checkpoint is used;
     `backbone` (params placed like the state's) starts a fresh run in place of ``init_from``."""
-    step = ckpt.latest_step()
-    if step is not None:
-        return ckpt.restore(step, abstract_state(init, shardings), data_iter), f"{ckpt.directory} step {step}"
+    target = abstract_state(init, shardings)
+    found = newest_state(ckpt, target, data_iter)
+    if found is not None:
+        return found[0], f"{ckpt.directory} step {found[1]}"
     if config.resume:
-        other, step = _latest(config.resume, config, "config.resume")
-        state = other.restore(step, abstract_state(init, shardings), data_iter)
-        other.close()
-        return state, f"{config.resume} step {step}"
+        other = Checkpointer(_checkpoint_dir(config.resume), read_only=True)
+        try:
+            found = newest_state(other, target, data_iter)
+        finally:
+            other.close()
+        if found is None:
+            raise FileNotFoundError(f"config.resume={config.resume!r} holds no dense_jax checkpoint")
+        return found[0], f"{config.resume} step {found[1]}"
     if backbone is not None:
-        target = abstract_state(init, shardings).params["backbone"]
         # A copy: the step donates the state, and the caller's arrays must outlive the run.
-        placed = jax.tree.map(jnp.copy, jax.device_put(backbone, jax.tree.map(lambda s: s.sharding, target)))
+        placement = jax.tree.map(lambda s: s.sharding, target.params["backbone"])
+        placed = jax.tree.map(jnp.copy, jax.device_put(backbone, placement))
         return with_backbone(init(), placed, config), "given backbone"
     if config.init_from:
         return load_pretrained_backbone(init, shardings, config)

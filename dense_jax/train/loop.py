@@ -5,7 +5,9 @@ jitted step, restores or initialises, then steps under ``jax.transfer_guard("dis
 batches go to the devices explicitly, metrics stay on device and are fetched every
 ``train.log_every`` steps (and before every checkpoint, so that a saved state always
 follows finite losses and gradients). Process 0 writes ``metrics.jsonl`` and shows a tqdm
-bar (loss, img/s, ETA). SIGTERM saves a checkpoint at the next step and returns cleanly.
+bar (loss, img/s, ETA); a rerun in the same workdir first appends a restart marker
+(``{"step": start, "restart": origin}``), so that the step records repeated after a resume
+are explained. SIGTERM saves a checkpoint at the next step and returns cleanly.
 """
 
 from __future__ import annotations
@@ -273,6 +275,10 @@ def run(
     start = int(jax.device_get(state.step))
     total = Schedules(config).total_steps
     writes = jax.process_index() == 0
+    log = _Logger(workdir, config.data.batch_size, None)
+    if os.path.exists(os.path.join(workdir, "metrics.jsonl")):
+        # A rerun in the same workdir: the steps logged after `start` come again.
+        log.write({"step": start, "restart": origin})
     bar = tqdm(
         total=total,
         initial=start,
@@ -281,7 +287,7 @@ def run(
         dynamic_ncols=True,
         desc=f"{config.method} ({origin})",
     )
-    log = _Logger(workdir, config.data.batch_size, bar)
+    log.bar = bar
     preemption = _Preemption()
     ids_file = os.path.join(workdir, f"batch_ids.{jax.process_index()}.jsonl")
     try:
@@ -315,6 +321,8 @@ def run(
         if writes and log.unreadable.files:
             tqdm.write(log.unreadable.summary())
         data_iter.close()  # stops grain workers and frees their shared memory
-        ckpt.wait()
-        ckpt.close()
+        try:
+            ckpt.wait()  # an async save's failure is raised here
+        finally:
+            ckpt.close()
     return state

@@ -1,6 +1,6 @@
 """CrOC in the generic trainer (methods/croc.py, configs/croc_coco.py:smoke; croc.md §2, §5, §7).
 
-`:smoke` with SGD at a large constant lr (`test_trainer.parity_sgd`: Adam's steps on rounding
+`:smoke` with SGD at a large constant lr (`parity.sgd_without_warmup`: Adam's steps on rounding
 noise would differ between meshes), three steps from the same initial state on 1 and on 8
 devices:
 - the batches carry ``global_pos`` (B, 2, N, 2) float32, the patch centres of the recorded crop
@@ -18,7 +18,8 @@ import pytest
 
 from configs.croc_coco import get_config
 from dense_jax.data.transforms import patch_centers
-from tests.train.test_trainer import Trainers, first_batches, parity_sgd, run_steps
+from tests.train import parity
+from tests.train.test_trainer import Trainers, first_batches, run_steps
 
 N_STEPS = 3
 
@@ -27,7 +28,7 @@ def sgd_smoke(shape=(1, 1), fsdp=False):
     c = get_config("smoke")
     c.mesh.shape = shape
     c.mesh.fsdp = fsdp
-    parity_sgd(c, lr=0.05)
+    parity.sgd_without_warmup(c, lr=0.05)
     return c
 
 

@@ -1,9 +1,12 @@
-"""Loop behaviour that needs no compiled step: NaN stop, CLI errors, init_from weights."""
+"""Loop behaviour: CLI errors, init_from weights, and, end to end through the CLI in a
+subprocess, the SIGTERM save-and-exit and the stop at a non-finite loss."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 
 import flax.linen as nn
 import jax
@@ -12,32 +15,12 @@ import pytest
 
 from configs.dino_coco import get_config
 from dense_jax import methods
+from dense_jax.eval import report
 from dense_jax.models import registry, weights
 from dense_jax.train import loop
 from dense_jax.train.checkpoint import Checkpointer, restore_or_init
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-class _Ckpt:
-    directory = "/runs/x/ckpt"
-
-    def latest_step(self):
-        return 40
-
-
-class _Bar:
-    def set_postfix(self, **_):
-        pass
-
-
-def test_non_finite_loss_stops_naming_the_last_good_checkpoint(tmp_path):
-    log = loop._Logger(str(tmp_path), images_per_step=8, bar=_Bar())
-    log.pending = [(41, {"loss": np.float32(1.0), "grad_norm": np.float32(2.0)})]
-    assert log.flush(41, _Ckpt())["loss"] == 1.0
-    log.pending = [(42, {"loss": np.float32(np.nan), "grad_norm": np.float32(2.0)})]
-    with pytest.raises(loop.NonFiniteLossError, match="step 42.*last good checkpoint is step 40"):
-        log.flush(42, _Ckpt())
 
 
 def test_cli_unknown_method_is_one_clear_line(tmp_path):
@@ -110,12 +93,67 @@ def test_init_from_converted_weights(tmp_path):
     )
 
 
-def test_sigterm_requests_a_checkpoint_and_a_clean_stop():
-    preemption = loop._Preemption()
+def _train_cli(workdir, *overrides) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "dense_jax.main",
+        "--config=configs/dino_coco.py:smoke",
+        f"--workdir={workdir}",
+        *overrides,
+    ]
+
+
+def _steps_logged(workdir) -> list[int]:
+    return [r["step"] for r in report.read_jsonl(os.path.join(workdir, "metrics.jsonl")) if "loss" in r]
+
+
+def _checkpoint_steps(workdir) -> list[int]:
+    return sorted(int(name) for name in os.listdir(os.path.join(workdir, "ckpt")) if name.isdigit())
+
+
+def test_sigterm_saves_at_the_next_step_and_exits_cleanly(tmp_path):
+    """End to end: the CLI gets SIGTERM mid-run (no periodic checkpoint is due), saves the
+    step it reached and exits with status 0; that checkpoint is the only one."""
+    workdir = tmp_path / "run"
+    overrides = ("--config.train.epochs=20", "--config.ckpt.every_steps=100000")  # 160 steps
+    with open(tmp_path / "log", "w") as log:
+        proc = subprocess.Popen(
+            _train_cli(workdir, *overrides), cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+        )
     try:
-        assert not preemption.reached(None, 1)
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert preemption.reached(None, 2)
+        while proc.poll() is None and len(_steps_logged(workdir)) < 3:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=900)
     finally:
-        preemption.restore()
-    assert signal.getsignal(signal.SIGTERM) is preemption.previous
+        if proc.poll() is None:
+            proc.kill()
+    output = (tmp_path / "log").read_text()
+    assert proc.returncode == 0, output[-3000:]
+    last = _steps_logged(workdir)[-1]
+    assert 3 <= last < 160
+    assert f"preempted: checkpoint saved at step {last} in {workdir / 'ckpt'}" in output
+    assert _checkpoint_steps(workdir) == [last]
+
+
+def test_nan_stops_without_a_checkpoint_after_it(tmp_path):
+    """End to end: a divergent lr makes the loss NaN at some step k; the CLI exits with one
+    error line naming k and the last good checkpoint, which is k − 1 (saved every step), and
+    nothing is saved from step k on."""
+    overrides = ("--config.optim.lr=1e30", "--config.ckpt.every_steps=1")
+    out = subprocess.run(
+        _train_cli(tmp_path, *overrides), cwd=REPO, capture_output=True, text=True, timeout=900
+    )
+    assert out.returncode == 1, out.stderr[-3000:]
+    last_line = out.stderr.strip().splitlines()[-1]
+    match = re.fullmatch(
+        r"error: non-finite loss(, grad_norm)? at step (\d+) \(.*\); stopping\. The last good checkpoint "
+        r"is step (\d+) in (.*)\.",
+        last_line,
+    )
+    assert match, last_line
+    nan_step, good = int(match[2]), int(match[3])
+    assert match[4] == str(tmp_path / "ckpt")
+    assert 1 < nan_step < 16 and good == nan_step - 1
+    assert max(_checkpoint_steps(tmp_path)) == good

@@ -11,8 +11,8 @@ import pytest
 
 from configs.dino_coco import get_config
 from dense_jax.train import loop
+from tests.train import parity
 from tests.train import sharded_bank_method as method
-from tests.train.test_trainer import parity_sgd
 
 N_STEPS = 6
 
@@ -21,7 +21,7 @@ def bank_config(shape):
     c = get_config("smoke")
     c.mesh.shape = shape
     c.bank = dict(slots=3, weight=0.5)
-    parity_sgd(c, lr=0.01)
+    parity.sgd_without_warmup(c)
     c.optim.freeze_last_layer = 0
     c.train.update(dict(epochs=1, steps_per_epoch=N_STEPS))
     c.ckpt.update(dict(every_steps=2, keep=5, async_save=False))
@@ -71,14 +71,8 @@ def test_whole_state_equal_on_1_and_8_devices(one_and_eight):
     one, init, eight, init8, *_ = one_and_eight
     for a, b in zip(jax.tree.leaves(init), jax.tree.leaves(init8)):
         np.testing.assert_array_equal(a, b)
-    moved = max(
-        float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(init.params))
-    )
-    # Relative to each value: float32 rounding differs with the reduction order on 8 devices.
-    diff = max(
-        float((np.abs(np.asarray(a, np.float64) - b) / (1.0 + np.abs(b))).max(initial=0.0))
-        for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(eight))
-    )
+    moved = parity.moved(one.params, init.params)
+    diff = parity.relative_diff(one, eight)
     print(f"params moved {moved:.2e}; max |1 vs 8 devices| / (1 + |value|) over the whole state {diff:.2e}")
     assert moved > 1e-2
     assert diff < 1e-5
