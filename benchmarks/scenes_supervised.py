@@ -26,10 +26,14 @@ from dense_jax.eval import metrics
 from dense_jax.eval.features import eval_item
 
 
-def load(split: str, count: int, size: int, patch: int) -> tuple[np.ndarray, np.ndarray]:
+def load(
+    split: str, count: int, size: int, patch: int, style: str = "learnable"
+) -> tuple[np.ndarray, np.ndarray]:
     """Normalised images (N, S, S, 3) and token-grid labels (N, S/P, S/P)."""
     items = [
-        eval_item(render_scene(i, split, ScenesConfig(image_size=(size, size))), size, size // patch)
+        eval_item(
+            render_scene(i, split, ScenesConfig(image_size=(size, size), style=style)), size, size // patch
+        )
         for i in range(count)
     ]
     return np.stack([i["image"] for i in items]), np.stack([i["mask"] for i in items]).astype(np.int32)
@@ -44,12 +48,13 @@ def train(
     seed: int = 0,
     every: int = 0,
     log: Callable[[int, dict], None] = lambda step, s: None,
+    style: str = "learnable",
 ):
-    """(model, backbone params) of vit_demo16 trained with a linear patch classifier;
-    ``log(step, scores)`` gets the val scores every ``every`` steps (0 = never)."""
+    """(model, backbone params) of vit_demo16 trained with a linear patch classifier on scenes
+    of `style`; ``log(step, scores)`` gets the val scores every ``every`` steps (0 = never)."""
     model, vit = models.load("vit_demo16", None, seed=seed)
-    x_train, y_train = load("train", n_train, size, model.patch_size)
-    x_val, y_val = load("val", 96, size, model.patch_size) if every else (None, None)
+    x_train, y_train = load("train", n_train, size, model.patch_size, style)
+    x_val, y_val = load("val", 96, size, model.patch_size, style) if every else (None, None)
     params = {
         "vit": vit,
         "head": {"w": jnp.zeros((model.embed_dim, NUM_CLASSES)), "b": jnp.zeros(NUM_CLASSES)},
