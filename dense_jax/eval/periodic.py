@@ -97,7 +97,8 @@ def from_config(
 def before_after(metrics_path: str) -> str:
     """A table of every ``eval/...`` score (x100) at the first and at the last step that
     logged evaluations in ``metrics.jsonl`` (resumes included), with the change; "-" where a
-    score was not logged at that step; "" when no evaluation was logged."""
+    score was not logged at that step; one column when a single step logged any; "" when no
+    evaluation was logged."""
     by_step: dict[int, dict[str, float]] = {}
     with open(metrics_path) as f:
         for line in f:
@@ -111,6 +112,9 @@ def before_after(metrics_path: str) -> str:
     before, after = by_step[start], by_step[end]
     names = sorted(set(before) | set(after))
     width = max(len(n) for n in names)
+    if start == end:
+        head = f"{'score'.ljust(width)}  {f'step {end}':>10}"
+        return "\n".join([head, "-" * len(head)] + [f"{n.ljust(width)}  {100 * after[n]:10.2f}" for n in names])
 
     def cell(value):
         return f"{100 * value:10.2f}" if value is not None else f"{'-':>10}"
