@@ -114,7 +114,8 @@ def before_after(metrics_path: str) -> str:
     width = max(len(n) for n in names)
     if start == end:
         head = f"{'score'.ljust(width)}  {f'step {end}':>10}"
-        return "\n".join([head, "-" * len(head)] + [f"{n.ljust(width)}  {100 * after[n]:10.2f}" for n in names])
+        rows = [f"{n.ljust(width)}  {100 * after[n]:10.2f}" for n in names]
+        return "\n".join([head, "-" * len(head), *rows])
 
     def cell(value):
         return f"{100 * value:10.2f}" if value is not None else f"{'-':>10}"
