@@ -128,6 +128,7 @@ def _smoke(c: mlc.ConfigDict) -> None:
     c.crops.n_local = 0  # common.smoke adds two locals
     c.dino.update(dict(out_dim=64, hidden_dim=32, bottleneck_dim=16))
     c.croc.update(dict(out_dim=32, k_start=4, k_max=4, norm_group=4))
+    c.optim.freeze_last_layer = 1  # the paper's: the tests check the frozen first epoch
     c.evals = mlc.ConfigDict()
 
 

@@ -61,11 +61,12 @@ def test_teacher_starts_with_student_backbone_and_own_head(trainers):
 
 
 def test_missing_init_from_names_the_run_to_make_first(trainers, tmp_path):
-    """The demo starts from the DINO demo run; without it, one message says what to run."""
+    """The demo starts from the shipped scenes backbone; without it, one message says how to
+    re-create it."""
     trainer, _ = trainers.get((1, 1))
     config = mlc.ConfigDict(trainer.config.to_dict())
     config.init_from_hint = get_config("demo").init_from_hint
-    assert "--config=configs/dino_coco.py:demo --workdir=workdirs/dino_demo" in config.init_from_hint
+    assert "benchmarks/scenes_backbone.py" in config.init_from_hint
     (tmp_path / "empty").mkdir()
     cases = ((tmp_path / "missing", "not found"), (tmp_path / "empty", "holds no dense_jax checkpoint"))
     for path, problem in cases:
