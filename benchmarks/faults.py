@@ -1,7 +1,7 @@
 """Fault-injection campaign: SIGKILL the training CLI at random (seeded) moments, restart it,
 and check that the run ends bitwise equal to an uninterrupted one (issue 18, item 7).
 
-    python benchmarks/faults.py --methods=dino,neco --kills=5 --seed=0
+    python benchmarks/faults.py --methods=dino,neco,croc --kills=5 --seed=0
 
 For every method's ``:smoke`` config (``configs/<method>_*.py``) one uninterrupted reference
 run, then for sync and async saves a chain of launches of the same command in one workdir:
@@ -203,7 +203,7 @@ def campaign(methods: list[str], kills: int, seed: int, root: str) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default="dino,neco", help="comma-separated; configs/<method>_*.py:smoke")
+    parser.add_argument("--methods", default="dino,neco,croc", help="comma-separated; configs/<method>_*.py:smoke")
     parser.add_argument("--kills", type=int, default=5, help="SIGKILLs per method and save mode")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default="/tmp/dense_jax_faults", help="emptied first")

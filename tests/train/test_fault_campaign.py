@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks import faults
 
-METHODS = ["dino", "neco"]
+METHODS = ["dino", "neco", "croc"]
 
 
 @pytest.mark.slow
