@@ -203,7 +203,9 @@ def campaign(methods: list[str], kills: int, seed: int, root: str) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default="dino,neco,croc", help="comma-separated; configs/<method>_*.py:smoke")
+    parser.add_argument(
+        "--methods", default="dino,neco,croc", help="comma-separated; configs/<method>_*.py:smoke"
+    )
     parser.add_argument("--kills", type=int, default=5, help="SIGKILLs per method and save mode")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default="/tmp/dense_jax_faults", help="emptied first")

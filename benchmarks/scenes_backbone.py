@@ -20,13 +20,13 @@ from configs.eval import base
 from dense_jax import models
 from dense_jax.eval import backbones
 from dense_jax.models.registry import variant_config
-from dense_jax.train import checkpoint
+from dense_jax.train import restore
 
 
 def export(workdir: str, out: str = models.SCENES_BACKBONE) -> str:
     """Writes the latest teacher backbone of the run in `workdir` to `out` as float16."""
     config = base.make("linear", "voc", "demo")
-    _, params, description, model_config = backbones.from_run(workdir, config, checkpoint.teacher_backbone)
+    _, params, description, model_config = backbones.from_run(workdir, config, restore.teacher_backbone)
     half = jax.tree.map(lambda a: np.asarray(a, np.float16), jax.device_get(params))
     models.save_official(half, variant_config(model_config["variant"]), out)
     return description

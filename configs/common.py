@@ -64,6 +64,7 @@ def base() -> mlc.ConfigDict:
             n_local=0,
             local_size=96,
             local_scale=(0.05, 0.4),
+            patch_size=None,  # set (e.g. CrOC, CrIBo): also emit patch centres `<kind>_pos`
         )
     )
 

@@ -27,9 +27,9 @@ def load_backbone(config):
 
     weights = os.path.expanduser(config.weights)
     if weights and backbones.is_run(weights):
-        from dense_jax.train import checkpoint
+        from dense_jax.train import restore
 
-        return backbones.from_run(weights, config, checkpoint.teacher_backbone)
+        return backbones.from_run(weights, config, restore.teacher_backbone)
     return backbones.load(config)
 
 

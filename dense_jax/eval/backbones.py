@@ -48,7 +48,7 @@ def _abstract_backbone(model) -> dict:
 def from_run(path: str, config: mlc.ConfigDict, read_teacher: Callable) -> tuple[BackboneFn, Any, str, dict]:
     """The teacher backbone of a training workdir, with the run's own architecture and the
     evaluation's dtype and outputs. ``read_teacher(path, target) -> (params, run_config, step)``
-    is the trainer's checkpoint reader (``dense_jax.train.checkpoint.teacher_backbone``),
+    is the trainer's checkpoint reader (``dense_jax.train.restore.teacher_backbone``),
     handed in by the CLI so that this layer does not import the trainer."""
     eval_overrides = dict(dtype=config.model.dtype, n_last_blocks=config.model.n_last_blocks)
 

@@ -73,10 +73,10 @@ def check_config(config: mlc.ConfigDict, process_count: int) -> None:
             f"CrOC needs exactly 2 global crops and no local ones (crops.n_global={crops.n_global}, "
             f"crops.n_local={crops.n_local})"
         )
-    if crops.get("patch_size") != vit.patch_size:
+    if crops.patch_size != vit.patch_size:
         problems.append(
             f"crops.patch_size must equal the backbone's patch size {vit.patch_size} (patch "
-            f"positions, croc.md §2), got {crops.get('patch_size')}"
+            f"positions, croc.md §2), got {crops.patch_size}"
         )
     if c.features not in _FEATURES:
         problems.append(f"croc.features must be one of {_FEATURES}, got {c.features!r}")

@@ -35,7 +35,8 @@ from dense_jax.data.unreadable import UnreadableFiles
 from dense_jax.models import build
 from dense_jax.train import optim
 from dense_jax.train import state as state_lib
-from dense_jax.train.checkpoint import Checkpointer, restore_or_init
+from dense_jax.train.checkpoint import Checkpointer
+from dense_jax.train.restore import restore_or_init
 from dense_jax.train.step import make_step
 
 

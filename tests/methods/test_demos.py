@@ -16,7 +16,7 @@ from dense_jax.data.scenes import ScenesConfig, render_scene
 from dense_jax.eval import backbones, periodic
 from dense_jax.eval.features import eval_item
 from dense_jax.eval.protocols import run_protocols
-from dense_jax.train import checkpoint, loop
+from dense_jax.train import loop, restore
 
 # protocol config -> summary score of the README's before/after table
 SCORES = {"linear_voc": "miou", "kmeans_voc": "k9", "hbird_voc": "full_reference"}
@@ -62,7 +62,7 @@ def test_dino_demo_teacher_against_random_init(tmp_path):
     not reached: Hummingbird falls ~10 points (scenes_learnability.md), pinned below."""
     loop.train(dino_config("demo"), methods.get("dino"), str(tmp_path))
     eval_config = base.make("linear", "voc", "demo")
-    backbone_fn, trained, _, _ = backbones.from_run(str(tmp_path), eval_config, checkpoint.teacher_backbone)
+    backbone_fn, trained, _, _ = backbones.from_run(str(tmp_path), eval_config, restore.teacher_backbone)
     _, random_params = models.load("vit_demo16", None, seed=0)
     trained_scores, random_scores = _scores(backbone_fn, trained), _scores(backbone_fn, random_params)
     print({k: (round(random_scores[k], 2), round(trained_scores[k], 2)) for k in SCORES})

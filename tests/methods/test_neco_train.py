@@ -20,7 +20,7 @@ from configs.neco_dinov2 import get_config
 from dense_jax.core.schedules import Schedules
 from dense_jax.methods import neco
 from dense_jax.models import build
-from dense_jax.train import checkpoint, optim
+from dense_jax.train import optim, restore
 from tests.methods.test_neco import _maps, _records
 from tests.train.test_trainer import Trainers, max_abs_diff, run_steps
 
@@ -72,7 +72,7 @@ def test_missing_init_from_names_the_run_to_make_first(trainers, tmp_path):
     for path, problem in cases:
         config.init_from = str(path)
         with trainers.context((1, 1)), pytest.raises(FileNotFoundError) as err:
-            checkpoint.load_pretrained_backbone(trainer.init, trainer.shardings, config)
+            restore.load_pretrained_backbone(trainer.init, trainer.shardings, config)
         assert problem in str(err.value) and str(err.value).endswith(config.init_from_hint)
 
 

@@ -20,7 +20,8 @@ from configs.dino_coco import get_config
 from dense_jax import methods
 from dense_jax.train import checkpoint, loop
 from dense_jax.train import state as state_lib
-from dense_jax.train.checkpoint import Checkpointer, restore_or_init
+from dense_jax.train.checkpoint import Checkpointer
+from dense_jax.train.restore import restore_or_init
 
 # A restore that fails on a damaged file leaves tensorstore reads in flight; when they finish
 # after orbax closed its event loop, Python reports "Event loop is closed" as unraisable

@@ -18,7 +18,8 @@ from dense_jax import methods
 from dense_jax.eval import report
 from dense_jax.models import registry, weights
 from dense_jax.train import loop
-from dense_jax.train.checkpoint import Checkpointer, restore_or_init
+from dense_jax.train.checkpoint import Checkpointer
+from dense_jax.train.restore import restore_or_init
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
