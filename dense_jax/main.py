@@ -4,7 +4,8 @@
     python -m dense_jax.main --config=configs/dino_coco.py --workdir=DIR --config.data.root=/data/coco
 
 Re-running the same command resumes from DIR's latest checkpoint. ``--config.multihost``
-initialises `jax.distributed` (TPU pods, SLURM) here, never at import.
+initialises `jax.distributed` (TPU pods, SLURM, ``DENSE_JAX_*`` variables:
+`dense_jax.core.distributed`, launch/README.md) here, never at import.
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and m
 def main(argv) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax/jax INFO lines would break the progress bar
-    import jax
+    from dense_jax.core import distributed, errors
 
     config = _CONFIG.value
     if config.multihost:
-        jax.distributed.initialize()
+        try:
+            distributed.initialize()
+        except errors.ConfigError as err:
+            sys.exit(errors.one_line(err))
     from dense_jax import methods
-    from dense_jax.core import errors
     from dense_jax.eval import periodic
     from dense_jax.methods import MethodConfigError, UnknownMethodError
     from dense_jax.train import checkpoint, loop
