@@ -30,15 +30,11 @@ def main(argv) -> None:
             distributed.initialize()
         except errors.ConfigError as err:
             sys.exit(errors.one_line(err))
-    from dense_jax import methods
-    from dense_jax.eval import periodic
     from dense_jax.methods import MethodConfigError, UnknownMethodError
     from dense_jax.train import checkpoint, loop
 
     try:
-        evals = periodic.from_config(config, _WORKDIR.value, fit=loop.fit)
-        loop.train(config, methods.get(config.method), _WORKDIR.value, evals=evals)
-        _report_evaluations(_WORKDIR.value)
+        train(config, _WORKDIR.value)
     except (
         *errors.REPORTED,
         UnknownMethodError,
@@ -49,6 +45,18 @@ def main(argv) -> None:
         checkpoint.NoUsableCheckpointError,
     ) as err:  # one clear line, no traceback
         sys.exit(errors.one_line(err))
+
+
+def train(config, workdir: str) -> None:
+    """Train (or resume) ``config`` in ``workdir`` with its periodic evaluations, then print
+    their before/after table: what the CLI runs, callable from Python (the notebooks)."""
+    from dense_jax import methods
+    from dense_jax.eval import periodic
+    from dense_jax.train import loop
+
+    evals = periodic.from_config(config, workdir, fit=loop.fit)
+    loop.train(config, methods.get(config.method), workdir, evals=evals)
+    _report_evaluations(workdir)
 
 
 def _report_evaluations(workdir: str) -> None:
