@@ -10,8 +10,8 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = os.path.join(REPO, "notebooks")
 NAMES = sorted(f[: -len(".ipynb")] for f in os.listdir(NOTEBOOKS) if f.endswith(".ipynb"))
-# Measured on the 2-core CI machine under load (see the README of notebooks/); the slow ones
-# stay out of the fast suite.
+# Whole-notebook times on this 2-core machine under load (load average 15-28, 2026-12-03):
+# dino 159 s, croc 145 s, neco 200 s, evaluation 211 s. Over 3 minutes: slow.
 SLOW = {"evaluation", "neco"}
 
 
