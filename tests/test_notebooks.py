@@ -57,3 +57,21 @@ def test_notebook_runs_in_scenes_mode(name, tmp_path, monkeypatch):
     seconds = _execute(name, tmp_path, monkeypatch)
     assert any(p.suffix == ".png" for p in (tmp_path / name).rglob("*.png"))
     print(f"{name}: {seconds:.0f} s")
+
+
+def test_helpers_mode_root_and_missing_files(tmp_path, monkeypatch):
+    from dense_jax import notebooks as nb
+
+    monkeypatch.delenv("DENSE_JAX_NOTEBOOK_MODE", raising=False)
+    assert nb.mode() == "scenes"
+    monkeypatch.setenv("DENSE_JAX_NOTEBOOK_MODE", "colab")
+    with pytest.raises(ValueError, match="scenes"):
+        nb.mode()
+    monkeypatch.chdir(tmp_path)
+    assert nb.repo_root(NOTEBOOKS) == REPO and os.getcwd() == REPO
+    with pytest.raises(FileNotFoundError, match="clone the repository"):
+        nb.repo_root(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="DINO weights not found at /nowhere/w.pth"):
+        nb.require("/nowhere/w.pth", "DINO weights")
+    config = nb.config("configs/eval/kmeans_voc.py:demo", **{"data.limit_val": 16, "kmeans.ks": (5,)})
+    assert (config.data.limit_val, config.kmeans.ks, config.data.name) == (16, (5,), "scenes")
