@@ -36,7 +36,7 @@ case $action in
     ;;
   install)
     here=$(cd "$(dirname "$0")/.." && pwd)
-    tar -C "$here" --exclude=.venv --exclude=.git --exclude=workdirs -czf /tmp/dense_jax_src.tgz .
+    tar -C "$here" --exclude=.venv --exclude=.git --exclude=workdirs --exclude=./data -czf /tmp/dense_jax_src.tgz .
     gcloud compute tpus tpu-vm scp /tmp/dense_jax_src.tgz "$tpu":dense_jax_src.tgz --zone "$zone" --worker=all
     on_all "set -e; mkdir -p $repo_dir && tar -xzf dense_jax_src.tgz -C $repo_dir && cd $repo_dir
       python3 -m venv .venv && . .venv/bin/activate && pip install -q -U pip
