@@ -165,5 +165,14 @@ def initialize(env: Mapping[str, str] | None = None) -> ProcessSpec:
     import jax
 
     spec = resolve(env)
-    jax.distributed.initialize(**spec.kwargs())
+    try:
+        jax.distributed.initialize(**spec.kwargs())
+    except ValueError as err:
+        if spec.source != "auto":
+            raise
+        raise ConfigError(
+            f"--config.multihost=True, but no cluster was found ({err}): run under srun or on a Cloud "
+            "TPU VM, or set DENSE_JAX_COORDINATOR, DENSE_JAX_NUM_PROCESSES and DENSE_JAX_PROCESS_ID "
+            "(launch/README.md); one process needs no --config.multihost"
+        ) from None
     return spec

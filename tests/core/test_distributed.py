@@ -117,6 +117,13 @@ def test_incomplete_and_absent_environments():
     assert distributed.resolve({}).kwargs() == {}
 
 
+def test_no_cluster_is_one_clear_error(monkeypatch):
+    for name in [k for k in os.environ if k.startswith(("SLURM_", "DENSE_JAX_", "JAX_COORDINATOR", "OMPI_"))]:
+        monkeypatch.delenv(name)
+    with pytest.raises(ConfigError, match="no cluster was found"):
+        distributed.initialize()
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("localhost", 0))
