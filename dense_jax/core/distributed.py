@@ -9,7 +9,8 @@
    61440 + job id mod 4096. One process per node or per GPU both work: this process takes its
    share of the node's GPUs (all of them with one task per node). JAX's own SLURM detection
    gives every process the single GPU ``SLURM_LOCALID``, which leaves 7 of 8 GPUs idle when
-   one process drives a whole node; that is why the devices are named here;
+   one process drives a whole node; that is why the devices are named here
+   (``DENSE_JAX_LOCAL_DEVICE_IDS`` overrides them);
 3. anything else (Cloud TPU VMs, Kubernetes, MPI): JAX's auto-detection, ``initialize()``
    without arguments.
 """
