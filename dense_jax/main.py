@@ -4,7 +4,8 @@
     python -m dense_jax.main --config=configs/dino_coco.py --workdir=DIR --config.data.root=/data/coco
 
 Re-running the same command resumes from DIR's latest checkpoint. ``--config.multihost``
-initialises `jax.distributed` (TPU pods, SLURM) here, never at import.
+initialises `jax.distributed` (TPU pods, SLURM, ``DENSE_JAX_*`` variables:
+`dense_jax.core.distributed`, launch/README.md) here, never at import.
 """
 
 from __future__ import annotations
@@ -21,21 +22,19 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and m
 def main(argv) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax/jax INFO lines would break the progress bar
-    import jax
+    from dense_jax.core import distributed, errors
 
     config = _CONFIG.value
     if config.multihost:
-        jax.distributed.initialize()
-    from dense_jax import methods
-    from dense_jax.core import errors
-    from dense_jax.eval import periodic
+        try:
+            distributed.initialize()
+        except errors.ConfigError as err:
+            sys.exit(errors.one_line(err))
     from dense_jax.methods import MethodConfigError, UnknownMethodError
     from dense_jax.train import checkpoint, loop
 
     try:
-        evals = periodic.from_config(config, _WORKDIR.value, fit=loop.fit)
-        loop.train(config, methods.get(config.method), _WORKDIR.value, evals=evals)
-        _report_evaluations(_WORKDIR.value)
+        train(config, _WORKDIR.value)
     except (
         *errors.REPORTED,
         UnknownMethodError,
@@ -46,6 +45,18 @@ def main(argv) -> None:
         checkpoint.NoUsableCheckpointError,
     ) as err:  # one clear line, no traceback
         sys.exit(errors.one_line(err))
+
+
+def train(config, workdir: str) -> None:
+    """Train (or resume) ``config`` in ``workdir`` with its periodic evaluations, then print
+    their before/after table: what the CLI runs, callable from Python (the notebooks)."""
+    from dense_jax import methods
+    from dense_jax.eval import periodic
+    from dense_jax.train import loop
+
+    evals = periodic.from_config(config, workdir, fit=loop.fit)
+    loop.train(config, methods.get(config.method), workdir, evals=evals)
+    _report_evaluations(workdir)
 
 
 def _report_evaluations(workdir: str) -> None:

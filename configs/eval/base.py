@@ -211,6 +211,9 @@ def make(protocol: str, dataset: str, arg: str | None = None, variants: dict | N
         dict(view_size=224, crop_scale=(0.25, 1.0), n_images=4, clustering=croc_coco.croc_section())
     )
 
+    # PCA colours of the patch tokens and similarity-sorted patches (dense_jax/eval/pca.py).
+    c.pca = mlc.ConfigDict(dict(n_images=8, n_neighbours=6))
+
     return common.apply_variants(c, arg, VARIANTS if variants is None else variants)
 
 

@@ -135,11 +135,16 @@ class _Logger:
 
 
 class _Preemption:
-    """SIGTERM → stop at the next step boundary (multi-host: orbax's preemption sync point)."""
+    """SIGTERM → stop at the next step boundary.
+
+    Several processes: JAX's preemption service (started by `jax.distributed.initialize`)
+    owns SIGTERM and agrees with the other hosts on one step to stop at (orbax's preemption
+    sync point); a Python handler here would replace JAX's and no host would ever stop.
+    """
 
     def __init__(self):
         self.requested = False
-        self.previous = signal.signal(signal.SIGTERM, self._handle)
+        self.previous = None if jax.process_count() > 1 else signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, signum, frame):
         self.requested = True
@@ -150,7 +155,8 @@ class _Preemption:
         return self.requested
 
     def restore(self):
-        signal.signal(signal.SIGTERM, self.previous)
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
 
 
 @dataclasses.dataclass(frozen=True)
