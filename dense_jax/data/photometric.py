@@ -21,6 +21,10 @@ rounds back to uint8 after each op, as PIL does:
   (`blur_kernel`) so the device does integer arithmetic only;
 - solarize at 128: ``x ↦ 255 − x`` where ``x ≥ 128``.
 
+tests/data/test_photometric.py checks the uint8 results equal PIL's on this CPU (no
+tolerance); on a GPU, XLA may contract the blend's multiply-add into an FMA, which can move
+a value lying exactly on a truncation boundary by one level (not yet checked there).
+
 Views are (..., H, W, 3) with per-view parameters of shape (...,); the ops are elementwise
 per view apart from the contrast's per-view mean and the blur's row/column sums, so a batch
 sharded over its leading axis needs no communication.
