@@ -134,12 +134,17 @@ def blend(degenerate, x, factor):
     return jnp.clip(jnp.floor(jnp.maximum(mixed, 0.0)), 0, 255).astype(jnp.int32)
 
 
-def contrast(x, factor):
-    """ImageEnhance.Contrast: blend with the mean luma rounded, int(mean + ½)."""
+def mean_luma(x):
+    """ImageEnhance.Contrast's grey level: the view's mean luma rounded, int(mean + ½)."""
     lum = luma(x)
     count = lum.shape[-3] * lum.shape[-2]
     total = lum.sum(axis=(-3, -2, -1), keepdims=True)  # int32: fine below ~2000² pixels
-    return blend((2 * total + count) // (2 * count), x, factor)
+    return (2 * total + count) // (2 * count)
+
+
+def contrast(x, factor):
+    """ImageEnhance.Contrast: blend with the mean luma."""
+    return blend(mean_luma(x), x, factor)
 
 
 @functools.cache
@@ -229,11 +234,15 @@ def gaussian_blur(x, taps):
 
 
 def _jitter_position(x, op, factor, hue_shift, use_hue: bool):
-    """The ColorJitter op `op` (per view; −1: none) applied to `x`."""
+    """The ColorJitter op `op` (per view; −1: none) applied to `x`. Brightness, contrast and
+    saturation are one blend with a per-view degenerate image and factor (factor 1 leaves
+    `x` exactly as it is)."""
     op = _per_view(op)
-    out = jnp.where(op == BRIGHTNESS, blend(jnp.zeros_like(x), x, factor[..., 0]), x)
-    out = jnp.where(op == CONTRAST, contrast(x, factor[..., 1]), out)
-    out = jnp.where(op == SATURATION, blend(luma(x), x, factor[..., 2]), out)
+    degenerate = jnp.where(op == BRIGHTNESS, 0, jnp.where(op == CONTRAST, mean_luma(x), luma(x)))
+    f = jnp.ones_like(factor[..., 0])
+    for index in (BRIGHTNESS, CONTRAST, SATURATION):
+        f = jnp.where(op[..., 0, 0, 0] == index, factor[..., index], f)
+    out = blend(degenerate, x, f)
     return jnp.where(op == HUE, hue(x, hue_shift), out) if use_hue else out
 
 
