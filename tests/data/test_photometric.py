@@ -1,11 +1,11 @@
 """Device photometric ops (dense_jax/data/photometric.py) against PIL on the same draws.
 
 Tolerance: none on the uint8 values. Every op re-implements Pillow's own rounding (uint8
-after each op, truncating blends, fixed-point box blur, integer HSV), so on this CPU the
-JAX path gives the same uint8 views as the PIL path, and the normalised floats differ only
-in the last ulp of the division by 255 (XLA divides by multiplying with the reciprocal),
-hence ``atol=1e-6``. On a GPU, XLA may contract the blend's float32 multiply-add into an
-FMA, which can move a pixel lying exactly on a truncation boundary by one level.
+after each op, truncating blends, fixed-point box blur, integer HSV), so the JAX path gives
+the same uint8 views as the PIL path, and the normalised floats differ only in the last
+bits of the division by 255 (XLA multiplies by the reciprocal), hence ``atol=1e-6``. The
+blend must not become an FMA (`test_blend_rounds_like_pil_where_an_fma_would_not`); run
+this file on a GPU host too (``JAX_PLATFORMS=cuda``).
 """
 
 import dataclasses
@@ -83,6 +83,23 @@ def test_each_op_equals_pil():
     }
     for name, (pil_fn, ours) in cases.items():
         np.testing.assert_array_equal(ours, _pil(images, pil_fn), err_msg=name)
+
+
+def test_blend_rounds_like_pil_where_an_fma_would_not():
+    """Every (degenerate, image) level pair, at factors (found by search) where rounding the
+    product before the sum (C, PIL) and a fused multiply-add differ for some pairs."""
+    level = np.arange(256, dtype=np.uint8)
+    degenerate, image = np.broadcast_to(level[:, None], (256, 256)), np.broadcast_to(level, (256, 256))
+    factors = np.float32([0.8175675868988037, 0.8421051502227783, 0.2311827689409256, 1.37, 1.9])
+    expected = [
+        np.asarray(Image.blend(Image.fromarray(degenerate), Image.fromarray(image), float(f)))
+        for f in factors
+    ]
+    d, x = (
+        jnp.asarray(np.broadcast_to(a[None, ..., None], (5, 256, 256, 1)), jnp.int32)
+        for a in (degenerate, image)
+    )
+    np.testing.assert_array_equal(jax.jit(P.blend)(d, x, jnp.asarray(factors))[..., 0], np.stack(expected))
 
 
 @pytest.mark.parametrize("hw", [(37, 45), (3, 2)])  # (3, 2): radius beyond the image (edge branch)
