@@ -52,6 +52,9 @@ def base() -> mlc.ConfigDict:
             # stop when more than max(1, this fraction of the dataset) distinct files are unreadable
             max_bad_fraction=0.01,
             masks=False,  # the source also yields each image's segmentation mask ("mask")
+            # multi-crop: ship uint8 views + their photometric draws; the jitted step applies
+            # jitter/grayscale/blur/solarize/normalisation on the device (data/photometric.py)
+            device_photometric=False,
         )
     )
 

@@ -65,9 +65,10 @@ class HostShard(grain.MapDataset):
 
 
 def crop_spec(config: mlc.ConfigDict) -> MultiCropSpec:
-    """`MultiCropSpec` from ``config.crops`` (any MultiCropSpec field may appear there)."""
+    """`MultiCropSpec` from ``config.crops`` (any MultiCropSpec field may appear there) and
+    ``config.data.device_photometric``."""
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in config.crops.to_dict().items()}
-    return MultiCropSpec(**fields)
+    return MultiCropSpec(**fields, device_photometric=config.data.device_photometric)
 
 
 def steps_per_epoch(num_examples: int, global_batch: int) -> int:

@@ -16,6 +16,8 @@ import grain
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
+from dense_jax.data import photometric
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
@@ -145,6 +147,8 @@ class MultiCropSpec:
       reference loops forever; neco.md §8).
     patch_size: when set, emit `<kind>_pos` patch centres on a (size // patch_size)² grid.
     pair_boxes: emit NeCo's `gc` (n_g, n, 4) and `all` (n, n_g, 4) records (needs no flip).
+    device_photometric: stop after the flip; ship uint8 views and their photometric draws
+      (`photometric.encode`) for the step to apply on the device (same random stream).
     """
 
     n_global: int = 2
@@ -167,6 +171,7 @@ class MultiCropSpec:
     max_tries: int = 100
     patch_size: int | None = None
     pair_boxes: bool = False
+    device_photometric: bool = False
     mean: tuple = IMAGENET_MEAN
     std: tuple = IMAGENET_STD
 
@@ -186,31 +191,61 @@ def _adjust_hue(img: Image.Image, factor: float) -> Image.Image:
     return Image.merge("HSV", (Image.fromarray(shifted.astype(np.uint8), "L"), s, v)).convert("RGB")
 
 
-def _color_jitter(img: Image.Image, rng: np.random.Generator, jitter) -> Image.Image:
-    """torchvision ColorJitter on PIL: factors drawn first, ops applied in a random order."""
-    brightness, contrast, saturation, hue = jitter
-    ops = []
-    for strength, enhancer in (
-        (brightness, ImageEnhance.Brightness),
-        (contrast, ImageEnhance.Contrast),
-        (saturation, ImageEnhance.Color),
-    ):
+def draw_color_jitter(rng: np.random.Generator, jitter) -> tuple[tuple, tuple]:
+    """torchvision ColorJitter's draws: the factors of the ops with non-zero strength first,
+    then the random op order. Returns (op order with −1 for the ops that are off, factors)."""
+    factors = [1.0, 1.0, 1.0, 0.0]
+    *strengths, hue_strength = jitter
+    for i, strength in enumerate(strengths):
         if strength > 0:
-            f = rng.uniform(max(0.0, 1.0 - strength), 1.0 + strength)
-            ops.append(lambda im, f=f, e=enhancer: e(im).enhance(f))
-        else:
-            ops.append(None)
-    ops.append((lambda im, f=rng.uniform(-hue, hue): _adjust_hue(im, f)) if hue > 0 else None)
-    for i in rng.permutation(4):
-        if ops[i] is not None:
-            img = ops[i](img)
-    return img
+            factors[i] = rng.uniform(max(0.0, 1.0 - strength), 1.0 + strength)
+    if hue_strength > 0:
+        factors[3] = rng.uniform(-hue_strength, hue_strength)
+    order = tuple(int(i) if jitter[i] > 0 else -1 for i in rng.permutation(4))
+    return order, tuple(factors)
+
+
+def draw_photometric(rng: np.random.Generator, spec: MultiCropSpec, blur_p: float, solarize_p: float):
+    """The photometric draws of one view, in the order the PIL path has always made them:
+    jitter applied? (then `draw_color_jitter`), grayscale?, blur? (then its radius), solarize?"""
+    order, factors = (-1, -1, -1, -1), (1.0, 1.0, 1.0, 0.0)
+    if rng.random() < spec.jitter_p:
+        order, factors = draw_color_jitter(rng, spec.jitter)
+    gray = bool(rng.random() < spec.gray_p)
+    radius = rng.uniform(*spec.blur_radius) if rng.random() < blur_p else 0.0
+    return photometric.ViewDraws(order, factors, gray, radius, bool(rng.random() < solarize_p))
+
+
+def _color_jitter(img: Image.Image, rng: np.random.Generator, jitter) -> Image.Image:
+    """torchvision ColorJitter on PIL (factors drawn first, ops applied in a random order)."""
+    return apply_photometric(img, photometric.ViewDraws(*draw_color_jitter(rng, jitter)))
+
+
+_ENHANCERS = (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color)
+
+
+def apply_photometric(view: Image.Image, draws: photometric.ViewDraws) -> Image.Image:
+    """The PIL path: ColorJitter in the drawn op order, grayscale, Gaussian blur, solarize."""
+    for op in draws.jitter_order:
+        if op == photometric.HUE:
+            view = _adjust_hue(view, draws.factors[op])
+        elif op >= 0:
+            view = _ENHANCERS[op](view).enhance(draws.factors[op])
+    if draws.gray:
+        view = view.convert("L").convert("RGB")
+    if draws.blur_radius:
+        view = view.filter(ImageFilter.GaussianBlur(radius=draws.blur_radius))
+    if draws.solarize:
+        view = ImageOps.solarize(view, threshold=128)
+    return view
 
 
 class MultiCropTransform(grain.transforms.RandomMap):
     """grain RandomMap: {"image": uint8 (H, W[, 3])} → views + geometry (see `MultiCropSpec`).
 
-    Output (other input keys pass through): `global` (n_g, S, S, 3) float32 normalised,
+    Output (other input keys pass through): `global` (n_g, S, S, 3) float32 normalised
+    (``device_photometric``: uint8 before the photometric ops, plus `global_<param>` for
+    each of `photometric.PARAMS`),
     `global_box` (n_g, 4) float32 (x1, y1, x2, y2) original pixels, `global_flip` (n_g,) bool,
     the same three `local*` keys when n_local > 0, `image_hw` (2,) int32, and optionally
     `<kind>_pos` (n, g², 2) and NeCo's `gc`/`all`.
@@ -220,17 +255,14 @@ class MultiCropTransform(grain.transforms.RandomMap):
         self.spec = spec
 
     def _view(self, img, box, size, blur_p, solarize_p, rng):
+        """(view, flip, draws): float32 normalised after the PIL photometric ops, or uint8
+        with the draws left to the device (`photometric`) when ``device_photometric``."""
         sp = self.spec
         view, _, flip = crop_resize_flip(img, box, size, _RESAMPLE[sp.interpolation], rng, sp.flip_p)
-        if rng.random() < sp.jitter_p:
-            view = _color_jitter(view, rng, sp.jitter)
-        if rng.random() < sp.gray_p:
-            view = view.convert("L").convert("RGB")
-        if rng.random() < blur_p:
-            view = view.filter(ImageFilter.GaussianBlur(radius=rng.uniform(*sp.blur_radius)))
-        if rng.random() < solarize_p:
-            view = ImageOps.solarize(view, threshold=128)
-        return normalize(view, sp.mean, sp.std), flip
+        draws = draw_photometric(rng, sp, blur_p, solarize_p)
+        if sp.device_photometric:
+            return np.asarray(view), flip, draws
+        return normalize(apply_photometric(view, draws), sp.mean, sp.std), flip, draws
 
     def _crop_box(self, index, image_hw, scale, boxes, rng):
         sp = self.spec
@@ -256,13 +288,13 @@ class MultiCropTransform(grain.transforms.RandomMap):
         img = Image.fromarray(image).convert("RGB")
         image_hw = image.shape[:2]
         kinds = [("global", i) for i in range(sp.n_global)] + [("local", i) for i in range(sp.n_local)]
-        boxes, views, flips = [], [], []
+        boxes, views, flips, draws = [], [], [], []
         for index, (kind, i) in enumerate(kinds):
             is_global = kind == "global"
             box = self._crop_box(
                 index, image_hw, sp.global_scale if is_global else sp.local_scale, boxes, rng
             )
-            view, flip = self._view(
+            view, flip, view_draws = self._view(
                 img,
                 box,
                 sp.global_size if is_global else sp.local_size,
@@ -273,6 +305,7 @@ class MultiCropTransform(grain.transforms.RandomMap):
             boxes.append(box)
             views.append(view)
             flips.append(flip)
+            draws.append(view_draws)
 
         out = {k: v for k, v in element.items() if k != "image"}
         out["image_hw"] = np.asarray(image_hw, np.int32)
@@ -287,6 +320,10 @@ class MultiCropTransform(grain.transforms.RandomMap):
             out[kind] = np.stack(views[sl])
             out[f"{kind}_box"] = box_arr[sl]
             out[f"{kind}_flip"] = flip_arr[sl]
+            if sp.device_photometric:
+                width = photometric.blur_width(sp.blur_radius[1])
+                for name, value in photometric.encode(draws[sl], width).items():
+                    out[f"{kind}_{name}"] = value
             if sp.patch_size is not None:
                 out[f"{kind}_pos"] = patch_centers(box_arr[sl], flip_arr[sl], size // sp.patch_size)
         if sp.pair_boxes:

@@ -2,6 +2,9 @@
 
 ``step(state, batch, rng) -> (state, metrics)``:
 
+0. with ``config.data.device_photometric``, the multi-crop views arrive as uint8 with their
+   photometric draws and get jitter, grayscale, blur, solarize and normalisation here
+   (`dense_jax.data.photometric`), before any method sees them;
 1. key = fold_in(rng, state.step) (reproducible on resume, no RNG in the state);
 2. loss, grads = value_and_grad(method.loss) w.r.t. the student params only, the method
    getting a `StepContext` (config, mesh, schedules, step, key, model state);
@@ -26,7 +29,19 @@ from jax.sharding import Mesh
 from dense_jax.core import sharding as shd
 from dense_jax.core.context import LossOutput, StepContext
 from dense_jax.core.schedules import Schedules
+from dense_jax.data import photometric
 from dense_jax.train.state import TrainState
+
+
+def batch_preprocessor(config: mlc.ConfigDict):
+    """batch -> batch run first inside the step: `photometric.apply_to_batch` with the crop
+    recipe's mean/std when ``config.data.device_photometric``, else the identity."""
+    if not config.data.device_photometric:
+        return lambda batch: batch
+    from dense_jax.data.pipeline import crop_spec  # lazy: the host pipeline needs grain
+
+    spec = crop_spec(config)
+    return lambda batch: photometric.apply_to_batch(batch, spec.mean, spec.std, spec.jitter[3] > 0)
 
 
 def make_step(
@@ -38,8 +53,10 @@ def make_step(
 ):
     """The jitted step for a resolved config (see `loop.resolve_config`)."""
     schedules = Schedules(config)
+    preprocess = batch_preprocessor(config)
 
     def train_step(state: TrainState, batch: dict, rng: jax.Array):
+        batch = preprocess(batch)
         step = state.step
         ctx = StepContext(
             config=config,
