@@ -16,13 +16,17 @@ center is still tracked (unused) so the train state has one layout.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
-import ml_collections as mlc
 
 from dense_jax.core.schedules import Schedules, per_epoch_linear
 from dense_jax.models.build import backbone
 from dense_jax.models.heads import DINOHead
+
+if TYPE_CHECKING:  # configs are ml_collections files; the step runs without the package
+    import ml_collections as mlc
 
 
 def heads(config: mlc.ConfigDict) -> DINOHead:

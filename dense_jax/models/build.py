@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections as mlc
 import numpy as np
 
 from dense_jax.models.registry import VARIANTS, create
 from dense_jax.models.vit import VisionTransformer
+
+if TYPE_CHECKING:  # configs are ml_collections files; the step runs without the package
+    import ml_collections as mlc
 
 
 def backbone(model: mlc.ConfigDict) -> VisionTransformer:
