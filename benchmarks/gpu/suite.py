@@ -52,7 +52,7 @@ import traceback  # noqa: E402
 import jax  # noqa: E402
 
 from benchmarks import step_parts, train_step  # noqa: E402
-from benchmarks.gpu import retrieval_checks  # noqa: E402
+from benchmarks.gpu import numerics, retrieval_checks  # noqa: E402
 from dense_jax.models import build  # noqa: E402
 
 
@@ -260,6 +260,13 @@ def table(results: dict) -> str:
             f"({hb['index_mismatches']} index, {hb['prediction_mismatches']} of {hb['pixels']} "
             "pixel mismatches)."
         )
+    vn = results.get("vit_numerics", {})
+    if vn:
+        worst = {name: max(vn[name].values()) for name in vn if isinstance(vn[name], dict)}
+        lines.append(
+            "ViT-S/14 outputs, max |Δ| / max |fp32| over cls/patch/q/k/v/attn_cls/last_blocks "
+            f"(fused = {vn['fused_impl']}): " + ", ".join(f"{k} {v:.2e}" for k, v in worst.items()) + "."
+        )
     return "\n".join(lines)
 
 
@@ -269,13 +276,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--only", nargs="*", default=None, help="entry names to run (default: all)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 10; dry run 2)")
     parser.add_argument("--compile-workers", type=int, default=None, help="default 4; dry run 1")
-    parser.add_argument("--budget-s", type=float, default=420.0, help="start no entry after this")
+    parser.add_argument("--budget-s", type=float, default=None, help="default 420 s; dry run: none")
     parser.add_argument("--knn-queries", type=int, default=None, help="default 8192; dry run 64")
     parser.add_argument("--out", default=os.environ.get("OUT") or "out")
     args = parser.parse_args(argv)
     dry = args.cpu_dry_run
     steps = args.steps or (2 if dry else 10)
     part_repeats = 1 if dry else 5
+    budget_s = args.budget_s or (float("inf") if dry else 420.0)
     start = time.perf_counter()
     os.makedirs(args.out, exist_ok=True)
     device = jax.devices()[0]
@@ -297,11 +305,12 @@ def main(argv: list[str] | None = None) -> dict:
             json.dump(results, f, indent=1)
 
     results["hbird_device_vs_cpu"] = retrieval_checks.hbird_device_vs_cpu()
+    results["vit_numerics"] = numerics.attention_and_dtype_differences(64 if dry else 224)
     rows = 4096 if dry else 10_240_000
     queries = args.knn_queries or (64 if dry else 8192)
     results["knn"] = retrieval_checks.knn_timing(rows, 384, queries, 30, 2 if dry else 3)
     save()
-    print(json.dumps({k: results[k] for k in ("hbird_device_vs_cpu", "knn")}), flush=True)
+    print(json.dumps({k: results[k] for k in ("hbird_device_vs_cpu", "vit_numerics", "knn")}), flush=True)
 
     entries = [e for e in ENTRIES if args.only is None or e.name in args.only]
     prepared = []
@@ -323,8 +332,8 @@ def main(argv: list[str] | None = None) -> dict:
     for p in prepared:
         if p.setup is not None and "error" not in p.record:
             elapsed = time.perf_counter() - start
-            if elapsed > args.budget_s:
-                p.record["skipped"] = f"time budget: {elapsed:.0f} s > --budget-s {args.budget_s:.0f}"
+            if elapsed > budget_s:
+                p.record["skipped"] = f"time budget: {elapsed:.0f} s > --budget-s {budget_s:.0f}"
             else:
                 try:
                     measure(p, steps, part_repeats, peak_of)

@@ -31,7 +31,7 @@ def model_config(model: VisionTransformer, variant: str) -> dict:
     fields = {
         f.name: getattr(model, f.name) for f in dataclasses.fields(model) if f.name not in ("parent", "name")
     }
-    fields = {k: (np.dtype(v).name if k == "dtype" else v) for k, v in fields.items()}
+    fields = {k: (np.dtype(v).name if k in ("dtype", "residual_dtype") else v) for k, v in fields.items()}
     return {"variant": variant if variant in VARIANTS else next(iter(VARIANTS)), **fields}
 
 

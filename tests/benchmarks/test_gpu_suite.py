@@ -128,7 +128,11 @@ def test_cpu_dry_run_fills_every_field(tmp_path):
     rows = [line for line in table if line.startswith("| ")]
     assert rows[0].startswith("| entry | batch | crops | step ms | img/s | MFU")
     assert [row.split(" | ")[0][2:] for row in rows[1:]] == [e.name for e in suite.ENTRIES]
-    assert table[-1].startswith("Hummingbird on cpu vs CPU backend: equal")
+    assert table[-2].startswith("Hummingbird on cpu vs CPU backend: equal")
+    assert table[-1].startswith("ViT-S/14 outputs, max |Δ| / max |fp32|")
+    vn = results["vit_numerics"]
+    assert vn["fused_vs_xla_bf16"] == {k: 0.0 for k in vn["fused_vs_xla_bf16"]}  # one implementation on CPU
+    assert 0 < max(vn["bf16_xla"].values()) < 0.1
     assert (tmp_path / "gpu_suite.md").read_text().strip() == "\n".join(table[table.index(rows[0]) :])
 
 
