@@ -118,6 +118,17 @@ def memory_gib(compiled) -> float | None:
     return round(total / 2**30, 2)
 
 
+def donated_fraction(setup: train_step.StepSetup, compiled) -> float | None:
+    """Bytes of the step's outputs aliased to its donated inputs / bytes of the state (1.0: the
+    whole state is updated in place; meant for the suite's single-device, data-parallel run)."""
+    try:
+        alias = compiled.memory_analysis().alias_size_in_bytes
+    except (AttributeError, NotImplementedError, TypeError):
+        return None
+    state_bytes = sum(s.size * s.dtype.itemsize for s in jax.tree.leaves(jax.eval_shape(setup.init)))
+    return round(alias / state_bytes, 3) if state_bytes else None
+
+
 def allocator_peak_gib() -> float | None:
     stats = jax.devices()[0].memory_stats() or {}
     peak = stats.get("peak_bytes_in_use")
@@ -194,6 +205,7 @@ def measure(p: Prepared, steps: int, part_repeats: int, peak_of) -> None:
         r["error"] = f"step compile: {type(step).__name__}: {str(step)[:300]}"
         return
     r["step_memory_gib"] = memory_gib(step)
+    r["donated_state_fraction"] = donated_fraction(p.setup, step)
     _, times, metrics = train_step.run_steps(p.setup, step, steps)
     step_s = statistics.median(times)
     flops = r["model_flops_per_step"]

@@ -116,6 +116,7 @@ def test_cpu_dry_run_fills_every_field(tmp_path):
         assert r["step_ms"] > 0 and r["img_per_s"] == pytest.approx(r["batch"] / r["step_ms"] * 1e3, rel=0.01)
         assert r["mfu"] is None  # no peak for a CPU
         assert r["compile_s"]["step"] > 0
+        assert r["donated_state_fraction"] >= 1.0  # the whole state is updated in place
         split = r["split_ms"]
         for part in ("teacher_forward", "student_forward_backward", "optimizer_ema"):
             assert split[part] > 0, (entry.name, part)
