@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> dict:
             json.dump(results, f, indent=1)
 
     results["hbird_device_vs_cpu"] = retrieval_checks.hbird_device_vs_cpu()
-    results["vit_numerics"] = numerics.attention_and_dtype_differences(64 if dry else 224)
+    results["vit_numerics"] = numerics.attention_and_dtype_differences(*((56, 2, 2) if dry else (224, 2, 12)))
     rows = 4096 if dry else 10_240_000
     queries = args.knn_queries or (64 if dry else 8192)
     results["knn"] = retrieval_checks.knn_timing(rows, 384, queries, 30, 2 if dry else 3)
