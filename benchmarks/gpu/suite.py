@@ -61,6 +61,7 @@ class Entry:
     name: str
     config: str  # path[:variants]
     overrides: tuple[str, ...] = ()  # key.path=value; data.batch_size ones are dropped in the dry run
+    split: bool = True  # also time the parts (variants of an entry time the step only)
 
 
 SPEED = ("model.dtype=bfloat16", "model.attention_impl=cudnn")
@@ -70,6 +71,19 @@ ENTRIES = (
     Entry("dino_vits16", "configs/dino_coco.py"),
     Entry("croc_vits16", "configs/croc_coco.py"),
     Entry("cribo_vits16", "configs/cribo_coco.py"),
+    # speed settings that change numerics or memory, chosen by these measurements (step only)
+    Entry(
+        "neco_vits14_reg4_bf16_residual",
+        "configs/neco_dinov2.py",
+        ("data.batch_size=64", "model.residual_dtype=bfloat16"),
+        split=False,
+    ),
+    Entry(
+        "neco_vitb14_reg4_remat_dots",
+        "configs/neco_dinov2.py:vitb14",
+        ("data.batch_size=64", "model.remat=True", "model.remat_policy=dots_with_no_batch_dims_saveable"),
+        split=False,
+    ),
 )
 # method -> module with ``method_parts(config) -> {name: Part}`` and ``METHOD_OPS`` (the part
 # holding all of the method's own ops); a method without one gets no "method ops" column.
@@ -164,6 +178,8 @@ def prepare(entry: Entry, dry_run: bool) -> Prepared:
         model_flops_per_step=train_step.model_flops(config, build.backbone(config.model)),
     )
     setup = train_step.setup_step(config)
+    if not entry.split:
+        return Prepared(entry, record, setup)
     with setup.context():
         state = setup.init()
     parts = step_parts.backbone_parts(config, state.params["backbone"], jax.random.key(1))
