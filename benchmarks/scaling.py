@@ -1,24 +1,25 @@
 """Per-device memory and per-step communication of the paper configs, data-parallel and FSDP,
 from XLA's compiled memory analysis and the collectives in the partitioned program (issue 16
-item 4). Runs on a CPU with forced devices; writes JSON, and `benchmarks/scaling.md` from it.
+item 4). Runs on a CPU with forced devices; writes JSON, and the tables of
+`benchmarks/scaling.md` from it.
 
     PYTHONPATH=. python benchmarks/scaling.py --devices 8 --out benchmarks/results/scaling_cpu8.json
-    PYTHONPATH=. python benchmarks/scaling.py --report benchmarks/results/scaling_cpu8.json \
-        > benchmarks/scaling.md
+    PYTHONPATH=. python benchmarks/scaling.py --report benchmarks/results/scaling_cpu8.json
 
 Measured, for each config and mode, by compiling the trainer's real step (`train_step.setup_step`,
-mesh (N, 1), ``mesh.fsdp`` off / on) for N forced CPU devices at 1 and 2 images per device:
+bf16 compute with remat, mesh (N, 1), ``mesh.fsdp`` off / on) for N forced CPU devices with one
+image per device and small crops (`SMALL_CROPS`: neither the state nor the collectives depend
+on the crop size, only the activations do):
 
 - state bytes per device: the compiled program's argument bytes minus the batch's;
-- activation bytes per image: the difference of the temporaries at 2 and 1 images per device;
-- collective bytes: every all-reduce / all-gather / reduce-scatter / all-to-all in the
-  partitioned HLO, as its payload B (the full, unsharded size), and per-device ring traffic:
+- collective payloads: every all-reduce / all-gather / reduce-scatter / all-to-all in the
+  partitioned HLO, as its full (unsharded) size B; per-device ring traffic is
   all-reduce 2·(N−1)/N·B, all-gather and reduce-scatter (N−1)/N·B.
 
-Extrapolated to other N (the report's formulas): data-parallel state is replicated; FSDP splits
-the "embed"-annotated leaves N ways (the compiled fraction of the state that shrank at the
-measured N), the rest stays replicated; the payloads do not depend on N, the traffic per device
-follows the ring factors; activations at the paper's per-device batch max(1, B/N).
+Extrapolated to other N: data-parallel state is replicated; FSDP splits the leaves annotated
+"embed" N ways (the fraction of the state that shrank at the measured N), the rest stays
+replicated; the payloads do not depend on N. Activations come from the GPU suite's compiled
+step memory (`benchmarks/gpu`), per image, times the per-device batch.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ PAPER = {  # name -> (config spec, extra overrides)
     "CrOC ViT-S/16 2×224, B 256": ("configs/croc_coco.py", ()),
 }
 SPEED = ("model.dtype=bfloat16", "model.remat=True")
+SMALL_CROPS = {  # patch size -> crop overrides
+    14: ("crops.global_size=56", "crops.local_size=28"),
+    16: ("crops.global_size=64", "crops.local_size=32"),
+}
 COLLECTIVE = re.compile(r"=\s*(.*?)\s(all-reduce|all-gather|reduce-scatter|all-to-all)(?:-start)?\(")
 SHAPE = re.compile(r"(bf16|f16|f32|f64|s32|u32|s8|u8|pred)\[([\d,]*)\]")
 BYTES = {"bf16": 2, "f16": 2, "f32": 4, "f64": 8, "s32": 4, "u32": 4, "s8": 1, "u8": 1, "pred": 1}
@@ -63,8 +68,11 @@ def collective_payloads(hlo: str, n: int) -> dict[str, float]:
 
 def measure(spec: str, overrides: tuple, fsdp: bool, per_device: int, n: int) -> dict:
     from benchmarks.train_step import load_config, setup_step
+    from dense_jax.models import build
 
-    config = load_config(spec, [*overrides, *SPEED, f"data.batch_size={per_device * n}", f"mesh.fsdp={fsdp}"])
+    settings = [*overrides, *SPEED, f"data.batch_size={per_device * n}", f"mesh.fsdp={fsdp}"]
+    patch = build.backbone(load_config(spec, settings).model).patch_size
+    config = load_config(spec, [*settings, *SMALL_CROPS[patch]])
     config.mesh.shape = (n, 1)
     setup = setup_step(config)
     compiled = setup.lower().compile()
@@ -96,9 +104,7 @@ def run(devices: int, out: str, only: list[str] | None) -> None:
             if key in results["configs"]:
                 continue
             try:
-                one = measure(spec, overrides, mode == "fsdp", 1, devices)
-                two = measure(spec, overrides, mode == "fsdp", 2, devices)
-                results["configs"][key] = {"one": one, "two": two}
+                results["configs"][key] = measure(spec, overrides, mode == "fsdp", 1, devices)
             except Exception as error:  # noqa: BLE001  (recorded: e.g. a width not divisible by N)
                 results["configs"][key] = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
             print(key, json.dumps(results["configs"][key]), flush=True)
@@ -107,46 +113,36 @@ def run(devices: int, out: str, only: list[str] | None) -> None:
 
 
 def report(path: str) -> str:
-    """Markdown tables extrapolated from one measured device count (module docstring)."""
+    """Markdown table extrapolated from one measured device count (module docstring)."""
     with open(path) as f:
         results = json.load(f)
-    measured_n = results["devices"]
-    gib = 2**30
+    measured_n, gib = results["devices"], 2**30
     rows = []
     for key, r in results["configs"].items():
         name, mode = key.split(" | ")
         if "error" in r:
-            rows.append(f"| {name} | {mode} | {r['error'][:80]} |" + " |" * 8)
+            rows.append(f"| {name} | {mode} | {r['error'][:100]} |" + " |" * 7)
             continue
-        one, two = r["one"], r["two"]
-        batch = int(re.search(r"B (\d+)", name).group(1))
-        act = max(two["temp_bytes"] - one["temp_bytes"], 0)
-        base_temp = one["temp_bytes"] - act
-        state_n = one["state_bytes"]
-        full_state = results["configs"].get(f"{name} | dp", {}).get("one", {}).get("state_bytes", state_n)
-        cells = []
-        for n in (1, 8, 64, 256):
-            state = state_n
-            if mode == "fsdp":
-                sharded = (full_state - state_n) / (1 - 1 / measured_n) if measured_n > 1 else 0.0
-                state = full_state - sharded + sharded / n
-            per_device = max(1, batch // n)
-            cells.append((state + base_temp + per_device * act) / gib)
-        payload = one["collectives"]
-        traffic = {
-            n: sum((2 if kind == "all-reduce" else 1) * (n - 1) / n * b for kind, b in payload.items()) / gib
+        full = results["configs"].get(f"{name} | dp", {}).get("state_bytes", r["state_bytes"])
+        sharded = (full - r["state_bytes"]) / (1 - 1 / measured_n) if mode == "fsdp" else 0.0
+        state = {n: (full - sharded + sharded / n) / gib for n in (1, 8, 64, 256)}
+        payload = r["collectives"]
+        ring = {
+            n: sum((2 if k == "all-reduce" else 1) * (n - 1) / n * b for k, b in payload.items())
             for n in (8, 64, 256)
         }
+        traffic = {n: t / gib for n, t in ring.items()}
+        kinds = ", ".join(f"{k} {b / gib:.2f}" for k, b in sorted(r["collectives"].items()))
         rows.append(
-            f"| {name} | {mode} | {full_state / gib:.2f} | {act / gib:.2f} | "
-            + " | ".join(f"{c:.1f}" for c in cells)
+            f"| {name} | {mode} | "
+            + " | ".join(f"{state[n]:.2f}" for n in (1, 8, 64, 256))
             + " | "
             + " | ".join(f"{traffic[n]:.2f}" for n in (8, 64, 256))
-            + " |"
+            + f" | {kinds} |"
         )
     head = (
-        "| config | mode | state GiB (1 dev) | act. GiB / image | mem/dev N=1 | N=8 | N=64 | N=256 "
-        "| comm GiB/dev/step N=8 | N=64 | N=256 |\n|" + "---|" * 11
+        "| config | mode | state GiB/dev N=1 | N=8 | N=64 | N=256 | comm GiB/dev/step N=8 | N=64 | N=256 "
+        f"| payload GiB per kind (measured, N={measured_n}) |\n|" + "---|" * 10
     )
     return head + "\n" + "\n".join(rows)
 
