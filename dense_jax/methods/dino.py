@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -47,8 +48,14 @@ def teacher_temp(config: mlc.ConfigDict, step) -> jax.Array:
 
 
 def view_major(crops: jax.Array) -> jax.Array:
-    """(B, n, H, W, C) → (n·B, H, W, C), view 0 of every image first (MultiCropWrapper order)."""
-    return jnp.swapaxes(crops, 0, 1).reshape((-1,) + crops.shape[2:])
+    """(B, n, H, W, C) → (n·B, H, W, C), view 0 of every image first (MultiCropWrapper order).
+
+    The merged axis is constrained to the "batch" sharding (a no-op without the trainer's
+    logical rules): a batch-sharded input cannot stay sharded through the view-major reshape,
+    and without the constraint XLA all-gathers the crops and every device computes the whole
+    global batch (tests/train/test_data_parallel.py)."""
+    merged = jnp.swapaxes(crops, 0, 1).reshape((-1,) + crops.shape[2:])
+    return nn.with_logical_constraint(merged, ("batch",) + (None,) * (merged.ndim - 1))
 
 
 def cross_view_ce(teacher_probs: jax.Array, student_logprobs: jax.Array) -> jax.Array:
