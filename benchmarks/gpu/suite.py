@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--cpu-dry-run", action="store_true", help="every entry at tiny shapes")
     parser.add_argument("--only", nargs="*", default=None, help="entry names to run (default: all)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 10; dry run 2)")
-    parser.add_argument("--compile-workers", type=int, default=None, help="default 4; dry run 1")
+    parser.add_argument("--compile-workers", type=int, default=None, help="default 4; dry run 2")
     parser.add_argument("--budget-s", type=float, default=None, help="default 420 s; dry run: none")
     parser.add_argument("--knn-queries", type=int, default=None, help="default 8192; dry run 64")
     parser.add_argument("--out", default=os.environ.get("OUT") or "out")
@@ -351,7 +351,7 @@ def main(argv: list[str] | None = None) -> dict:
             prepared.append(Prepared(entry, record))
         if "skipped" in prepared[-1].record:
             print(f"skip {entry.name}: {prepared[-1].record['skipped']}", flush=True)
-    compile_all(prepared, args.compile_workers or (1 if dry else 4))
+    compile_all(prepared, args.compile_workers or (2 if dry else 4))
     results["compile_wall_s"] = round(time.perf_counter() - start, 1)
 
     def peak_of(dtype: str):
