@@ -39,7 +39,8 @@ PAPER = {  # name -> (config spec, extra overrides)
         ("data.batch_size=64", "model.variant=dinov2_vitl14_reg4"),
     ),
     "DINO ViT-S/16 2×224, B 256": ("configs/dino_coco.py", ()),
-    "CrOC ViT-S/16 2×224, B 256": ("configs/croc_coco.py", ()),
+    # one image per device: the clustering's normalisation group must divide the batch
+    "CrOC ViT-S/16 2×224, B 256": ("configs/croc_coco.py", ("croc.norm_group=1",)),
 }
 SPEED = ("model.dtype=bfloat16", "model.remat=True")
 SMALL_CROPS = {  # patch size -> crop overrides
