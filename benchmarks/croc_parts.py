@@ -17,27 +17,20 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import jax
 
+from benchmarks.step_parts import Part, median_ms
 from benchmarks.train_step import emit, load_config, time_steps
 from dense_jax.methods import croc
 from dense_jax.models import build
 
-
-def _median_time(fn, repeats: int) -> float:
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+METHOD_OPS = "clustering"  # the part that holds CrOC's own ops of a step
 
 
-def clustering_time(config, repeats: int) -> float:
-    """Median seconds of `croc.cluster_views` on random teacher outputs of the step's shapes."""
+def method_parts(config) -> dict[str, Part]:
+    """`croc.cluster_views` on random teacher outputs of the step's shapes (the GPU suite's
+    "method ops")."""
     vit = build.backbone(config.model)
     b, grid = config.data.batch_size, config.crops.global_size // vit.patch_size
     n, heads = grid * grid, vit.num_heads
@@ -45,7 +38,7 @@ def clustering_time(config, repeats: int) -> float:
     feats = jax.random.normal(k1, (2 * b, heads, 1 + n, vit.embed_dim // heads))
     positions = config.crops.global_size * jax.random.uniform(k2, (b, 2, n, 2))
     fn = jax.jit(lambda f, p, k: croc.cluster_views({config.croc.features: f}, p, k, config.croc))
-    return _median_time(lambda: fn(feats, positions, k3), repeats)
+    return {METHOD_OPS: Part(fn, (feats, positions, k3))}
 
 
 def main() -> None:
@@ -59,7 +52,7 @@ def main() -> None:
     config = load_config(args.config, args.set)
     config.mesh.shape = (-1, 1)
     step_s = statistics.median(time_steps(config, args.repeats)[1])
-    cluster_s = clustering_time(config, args.repeats)
+    cluster_s = median_ms(*method_parts(config)[METHOD_OPS], repeats=args.repeats) / 1e3
     record = {
         "config": args.config,
         "overrides": args.set,

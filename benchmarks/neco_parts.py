@@ -6,40 +6,79 @@
     PYTHONPATH=. python benchmarks/neco_parts.py --batch 64 --global-size 518 --local-size 98
 
 Each part is jitted on its own and timed as the median of `--repeats` calls after one
-warm-up, with `block_until_ready`. Parts share the shapes of one step: 2 global + 4 local
-crops per image, teacher on the globals, 10 (global, view) pairs, 49 references per image:
-teacher forward (2B globals); student forward + backward (2B globals + 4B locals); ROI-align
-of the 10 pairs as `neco.align_pairs` does it (gradient w.r.t. the student maps); the
-student's sort of the 10 pairs' 10·B·49 similarity rows (forward + backward) and the
-teacher's (forward); the whole `neco_loss` from token maps (align + references + both sorts
-+ cross-entropy, forward + backward). `--sort-row-chunk` sets `neco.sort_row_chunk`.
+warm-up, with `block_until_ready`. Parts share the shapes of one step of
+``configs/neco_dinov2.py`` (the flags override its fields): teacher forward (2B globals) and
+student forward + backward (all crops), from `benchmarks/step_parts.py`; and the NeCo ops of
+`method_parts` (the GPU suite's "method ops"): ROI-align of the 2·(V−1) pairs as
+`neco.align_pairs` does it (gradient w.r.t. the student maps); the student's sort of the
+pairs' similarity rows (forward + backward) and the teacher's (forward); the whole
+`neco_loss` from token maps (align + references + both sorts + cross-entropy, forward +
+backward). `--sort-row-chunk` sets `neco.sort_row_chunk`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections as mlc
 
-from configs.neco_dinov2 import neco_section
+from benchmarks.step_parts import Part, backbone_parts, median_ms
+from benchmarks.train_step import load_config
 from dense_jax.methods import neco
-from dense_jax.models import create
+from dense_jax.models import build
 from dense_jax.ops.sorting import soft_sort
 
+METHOD_OPS = "neco_loss_fwd_bwd"  # the part that holds all NeCo-specific ops of a step
 
-def _time(fn, *args, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+
+def method_parts(config) -> dict[str, Part]:
+    """NeCo's own ops at the config's shapes, on projected token maps whose boxes cover their views."""
+    c, n = config.crops, config.neco
+    b, dim_out, refs = config.data.batch_size, n.out_dim, n.roi_size**2
+    patch = build.backbone(config.model).patch_size
+    n_views = c.n_global + c.n_local
+    key = jax.random.key(0)
+    hg, hl = c.global_size // patch, c.local_size // patch
+    maps = jax.random.normal(key, (b, hg, hg, dim_out))
+    t_maps = [maps * (1.0 + i) for i in range(c.n_global)]
+    s_maps = t_maps + [jax.random.normal(key, (b, hl, hl, dim_out))] * c.n_local
+    sizes = [c.global_size] * c.n_global + [c.local_size] * c.n_local
+    gc = jnp.broadcast_to(
+        jnp.array([[[0.0, 0.0, sizes[g], sizes[g]]] * n_views for g in range(c.n_global)]),
+        (b, c.n_global, n_views, 4),
+    )
+    view_boxes = jnp.array([[[0.0, 0.0, s, s]] * c.n_global for s in sizes])
+    allb = jnp.broadcast_to(view_boxes, (b, n_views, c.n_global, 4))
+    pairs = neco.crop_pairs(c.n_global, n_views)
+
+    def align_all(s_list):  # teacher maps are constants; the student's get gradients
+        t, s = neco.align_pairs(pairs, t_maps, s_list, gc, allb, patch, n.roi_size)
+        return t.sum() + s.sum()
+
+    sims = jax.random.uniform(key, (len(pairs), b, refs, refs), minval=-1, maxval=1)
+    chunk = n.sort_row_chunk or None
+    weights = jax.random.uniform(key, sims.shape + (refs,))  # Σ P alone has zero gradient
+
+    def sort(s, steepness):
+        return soft_sort(s, n.network, n.relaxation, steepness, row_chunk=chunk)[1]
+
+    def sort_student(s):
+        return jnp.sum(sort(s, n.student_steepness) * weights)
+
+    aux = neco.init_aux(config, None)
+
+    def loss_only(s_list):
+        return neco.neco_loss(t_maps, s_list, gc, allb, aux, key, config, patch)[0]
+
+    return {
+        "roi_align_pairs_fwd_bwd": Part(jax.jit(jax.grad(align_all)), (s_maps,)),
+        "sort_student_pairs_fwd_bwd": Part(jax.jit(jax.grad(sort_student)), (sims,)),
+        "sort_teacher_pairs_fwd": Part(jax.jit(lambda s: sort(s, n.teacher_steepness)), (sims,)),
+        METHOD_OPS: Part(jax.jit(jax.grad(loss_only)), (s_maps,)),
+    }
 
 
 def main() -> None:
@@ -54,79 +93,31 @@ def main() -> None:
     parser.add_argument("--out", default="")
     args = parser.parse_args()
 
-    b, dim_out, refs = args.batch, 256, 49
-    model = create(
-        args.variant,
-        dtype=args.dtype,
-        drop_path_rate=0.1,
-        interp_offset=0.1,
-        interp_antialias=False,
-        remat=args.global_size > 224,
+    config = load_config(
+        "configs/neco_dinov2.py",
+        [
+            f"model.variant={args.variant}",
+            f"model.dtype={args.dtype}",
+            f"model.remat={args.global_size > 224}",
+            f"data.batch_size={args.batch}",
+            f"crops.global_size={args.global_size}",
+            f"crops.local_size={args.local_size}",
+            f"neco.sort_row_chunk={args.sort_row_chunk}",
+        ],
     )
-    patch = model.patch_size
     key = jax.random.key(0)
-    g = jax.random.normal(key, (2 * b, args.global_size, args.global_size, 3))
-    loc = jax.random.normal(key, (4 * b, args.local_size, args.local_size, 3))
-    params = model.init(key, loc[:1])["params"]
-
-    def backbone_loss(p):
-        out_g = model.apply({"params": p}, g, train=True, rngs={"dropout": key})["patch"]
-        out_l = model.apply({"params": p}, loc, train=True, rngs={"dropout": key})["patch"]
-        return out_g.mean() + out_l.mean()
-
-    teacher_fwd = jax.jit(lambda p: model.apply({"params": p}, g)["patch"])
-    student_fwd_bwd = jax.jit(jax.grad(backbone_loss))
-
-    # Projected token maps and box records of one step (every box covers its whole view).
-    hg, hl = args.global_size // patch, args.local_size // patch
-    maps = jax.random.normal(key, (b, hg, hg, dim_out))
-    t_maps = [maps, maps * 0.5]
-    s_maps = t_maps + [jax.random.normal(key, (b, hl, hl, dim_out))] * 4
-    sizes = [args.global_size] * 2 + [args.local_size] * 4
-    gc = jnp.broadcast_to(jnp.array([[[0.0, 0.0, sizes[c], sizes[c]]] * 6 for c in range(2)]), (b, 2, 6, 4))
-    allb = jnp.broadcast_to(jnp.array([[[0.0, 0.0, s, s]] * 2 for s in sizes]), (b, 6, 2, 4))
-    pairs = neco.crop_pairs(2, 6)
-
-    def align_all(s_list):  # teacher maps are constants; the student's get gradients
-        t, s = neco.align_pairs(pairs, t_maps, s_list, gc, allb, patch, 7)
-        return t.sum() + s.sum()
-
-    align_fwd_bwd = jax.jit(jax.grad(align_all))
-
-    sims = jax.random.uniform(key, (len(pairs), b, refs, refs), minval=-1, maxval=1)
-    chunk = args.sort_row_chunk or None
-    weights = jax.random.uniform(key, sims.shape + (refs,))  # Σ P alone has zero gradient
-
-    def sort_student(s):
-        return jnp.sum(soft_sort(s, "bitonic", "cauchy", 100.0, row_chunk=chunk)[1] * weights)
-
-    sort_fwd_bwd = jax.jit(jax.grad(sort_student))
-    sort_teacher = jax.jit(lambda s: soft_sort(s, "bitonic", "cauchy", 100.0, row_chunk=chunk)[1])
-
-    config = mlc.ConfigDict(dict(neco=neco_section(), crops=dict(n_global=2)))
-    config.neco.sort_row_chunk = args.sort_row_chunk
-    aux = neco.init_aux(config, None)
-
-    def loss_only(s_list):
-        return neco.neco_loss(t_maps, s_list, gc, allb, aux, key, config, patch)[0]
-
-    loss_fwd_bwd = jax.jit(jax.grad(loss_only))
-
-    r = args.repeats
+    vit = build.backbone(config.model)
+    params = nn.unbox(jax.jit(lambda k: build.init_variables(vit, k, (1, 98, 98, 3))[0])(key))
+    parts = {**backbone_parts(config, params, key), **method_parts(config)}
     results = {
         "device": jax.devices()[0].device_kind,
         "variant": args.variant,
-        "batch": b,
+        "batch": args.batch,
         "global_size": args.global_size,
         "local_size": args.local_size,
         "dtype": args.dtype,
         "sort_row_chunk": args.sort_row_chunk,
-        "teacher_forward_ms": _time(teacher_fwd, params, repeats=r),
-        "student_forward_backward_ms": _time(student_fwd_bwd, params, repeats=r),
-        "roi_align_10_pairs_fwd_bwd_ms": _time(align_fwd_bwd, s_maps, repeats=r),
-        "sort_student_10_pairs_fwd_bwd_ms": _time(sort_fwd_bwd, sims, repeats=r),
-        "sort_teacher_10_pairs_fwd_ms": _time(sort_teacher, sims, repeats=r),
-        "neco_loss_fwd_bwd_ms": _time(loss_fwd_bwd, s_maps, repeats=r),
+        **{f"{name}_ms": median_ms(*part, repeats=args.repeats) for name, part in parts.items()},
     }
     print(json.dumps(results, indent=1))
     if args.out:

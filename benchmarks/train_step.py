@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
+import dataclasses
 import json
 import statistics
 import time
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -37,13 +40,20 @@ from dense_jax.train import optim
 from dense_jax.train import state as state_lib
 from dense_jax.train.step import make_step
 
-# Dense peak TFLOP/s (no sparsity) by device kind and compute dtype.
+# Dense peak TFLOP/s per device (no sparsity) by device-kind substring and compute dtype (fp32
+# runs: TF32 tensor cores), from NVIDIA's data sheets; the first matching substring wins.
 PEAK_TFLOPS = {
-    ("H100", "bfloat16"): 989.4,
-    ("H100", "float32"): 494.7,  # TF32 tensor cores
-    ("H200", "bfloat16"): 989.4,
-    ("H200", "float32"): 494.7,
+    "H100 PCIe": {"bfloat16": 756.5, "float32": 378.0},
+    "H100": {"bfloat16": 989.4, "float32": 494.7},  # SXM ("NVIDIA H100 80GB HBM3")
+    "H200": {"bfloat16": 989.4, "float32": 494.7},
+    "A100": {"bfloat16": 312.0, "float32": 156.0},
 }
+
+
+def peak_tflops(device_kind: str, dtype: str) -> float | None:
+    """Dense peak of one device of `device_kind` at `dtype`; None for unknown kinds (CPU)."""
+    kind = next((k for k in PEAK_TFLOPS if k in device_kind), None)
+    return PEAK_TFLOPS[kind].get(dtype) if kind else None
 
 
 def load_config(spec: str, overrides: list[str]):
@@ -108,9 +118,39 @@ def model_flops(config, vit) -> float:
     return config.data.batch_size * (3 * student + teacher)
 
 
-def time_steps(config, n_steps: int):
-    """(compile seconds, per-step seconds, last metrics) of the config's jitted train step on
-    one synthetic batch: the first call (compile + run), then `n_steps` timed calls."""
+@dataclasses.dataclass
+class StepSetup:
+    """The trainer's jitted step of a config with everything it is called on: ``init()`` makes
+    the sharded state; ``batch`` and ``rng`` are device-resident; ``mesh`` / ``rules`` are the
+    contexts to trace it in."""
+
+    config: Any
+    method: Any
+    mesh: Any
+    rules: Any
+    tx: Any
+    init: Any
+    shardings: Any
+    step: Any
+    batch: dict
+    rng: jax.Array
+
+    def context(self):
+        """The mesh and logical-axis-rules contexts the step traces under."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(jax.set_mesh(self.mesh))
+        stack.enter_context(nn.logical_axis_rules(self.rules))
+        return stack
+
+    def lower(self):
+        """The step lowered on abstract state (nothing allocated): ``.compile()`` it."""
+        with self.context():
+            abstract = state_lib.abstract_state(self.init, self.shardings)
+            return self.step.lower(abstract, self.batch, self.rng)
+
+
+def setup_step(config) -> StepSetup:
+    """`StepSetup` of the trainer's own `state.create` / `make_step` for `config`."""
     method = methods.get(config.method)
     mesh, rules = shd.make_mesh(config.mesh.shape), shd.logical_rules(config.mesh.fsdp)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
@@ -119,21 +159,34 @@ def time_steps(config, n_steps: int):
         tx = optim.build(config, getattr(method, "param_groups", build.param_groups)(abstract))
         init, shardings = state_lib.create(config, method, tx, mesh, rules, key_init)
         step = make_step(config, method, tx, shardings, mesh)
-        state = init()
         batch = jax.device_put(synthetic_batch(config, key_data), shd.batch_sharding(mesh))
         rng = jax.device_put(key_steps, shd.replicated(mesh))
+    return StepSetup(config, method, mesh, rules, tx, init, shardings, step, batch, rng)
 
+
+def run_steps(setup: StepSetup, step_fn, n_steps: int):
+    """(first-call seconds, per-step seconds, last metrics) of `step_fn` (the jitted step or its
+    compiled executable) from a fresh state: the first call, then `n_steps` timed calls."""
+    with setup.context():
+        state = setup.init()
         start = time.perf_counter()
-        state, metrics = step(state, batch, rng)
+        state, metrics = step_fn(state, setup.batch, setup.rng)
         jax.block_until_ready(metrics)
-        compile_s = time.perf_counter() - start
+        first_s = time.perf_counter() - start
         times = []
         for _ in range(n_steps):
             start = time.perf_counter()
-            state, metrics = step(state, batch, rng)
+            state, metrics = step_fn(state, setup.batch, setup.rng)
             jax.block_until_ready(metrics)
             times.append(time.perf_counter() - start)
-    return compile_s, times, metrics
+    return first_s, times, metrics
+
+
+def time_steps(config, n_steps: int):
+    """(compile seconds, per-step seconds, last metrics) of the config's jitted train step on
+    one synthetic batch: the first call (compile + run), then `n_steps` timed calls."""
+    setup = setup_step(config)
+    return run_steps(setup, setup.step, n_steps)
 
 
 def emit(record: dict, out: str) -> None:
@@ -160,9 +213,7 @@ def main() -> None:
     step_s = statistics.median(times)
     flops = model_flops(config, vit)
     device = jax.devices()[0]
-    kind = next((k for k in ("H100", "H200") if k in device.device_kind), None)
-    dtype = config.model.dtype
-    peak = PEAK_TFLOPS.get((kind, dtype)) if kind else None
+    peak = peak_tflops(device.device_kind, config.model.dtype)
     record = {
         "config": args.config,
         "overrides": args.set,

@@ -9,13 +9,15 @@ collections), so that a method can write a bank slice per device with `jax.shard
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
-import ml_collections as mlc
 from jax.sharding import Mesh
 
 from dense_jax.core.schedules import Schedules
+
+if TYPE_CHECKING:  # configs are ml_collections files; the step runs without the package
+    import ml_collections as mlc
 
 
 @dataclasses.dataclass(frozen=True)

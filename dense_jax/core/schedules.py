@@ -10,10 +10,13 @@ the end keep the array's last value. `per_epoch_linear` is DINO's teacher-temper
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
-import ml_collections as mlc
+
+if TYPE_CHECKING:  # configs are ml_collections files; the step runs without the package
+    import ml_collections as mlc
 
 
 def cosine(

@@ -40,16 +40,18 @@ schedule for both), the dense student temperature is ``croc.student_temp``.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import ml_collections as mlc
 
 from dense_jax.methods import MethodConfigError, dino
 from dense_jax.models.build import backbone
 from dense_jax.models.heads import DINOHead, l2_normalize
 from dense_jax.ops.clustering import CrOCClusters, croc_cluster, view_centroids
+
+if TYPE_CHECKING:  # configs are ml_collections files; the step runs without the package
+    import ml_collections as mlc
 
 _FEATURES = ("q", "k", "v")
 

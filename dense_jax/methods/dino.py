@@ -16,13 +16,18 @@ center is still tracked (unused) so the train state has one layout.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections as mlc
 
 from dense_jax.core.schedules import Schedules, per_epoch_linear
 from dense_jax.models.build import backbone
 from dense_jax.models.heads import DINOHead
+
+if TYPE_CHECKING:  # configs are ml_collections files; the step runs without the package
+    import ml_collections as mlc
 
 
 def heads(config: mlc.ConfigDict) -> DINOHead:
@@ -43,8 +48,14 @@ def teacher_temp(config: mlc.ConfigDict, step) -> jax.Array:
 
 
 def view_major(crops: jax.Array) -> jax.Array:
-    """(B, n, H, W, C) → (n·B, H, W, C), view 0 of every image first (MultiCropWrapper order)."""
-    return jnp.swapaxes(crops, 0, 1).reshape((-1,) + crops.shape[2:])
+    """(B, n, H, W, C) → (n·B, H, W, C), view 0 of every image first (MultiCropWrapper order).
+
+    The merged axis is constrained to the "batch" sharding (a no-op without the trainer's
+    logical rules): a batch-sharded input cannot stay sharded through the view-major reshape,
+    and without the constraint XLA all-gathers the crops and every device computes the whole
+    global batch (tests/train/test_data_parallel.py)."""
+    merged = jnp.swapaxes(crops, 0, 1).reshape((-1,) + crops.shape[2:])
+    return nn.with_logical_constraint(merged, ("batch",) + (None,) * (merged.ndim - 1))
 
 
 def cross_view_ce(teacher_probs: jax.Array, student_logprobs: jax.Array) -> jax.Array:

@@ -28,10 +28,11 @@ Paper variants are flags: ``symmetric`` (adds the reverse cross-entropy), ``sort
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections as mlc
 
 from dense_jax.methods.dino import view_major
 from dense_jax.models.build import backbone, init_head
@@ -39,6 +40,9 @@ from dense_jax.models.build import param_groups as default_param_groups
 from dense_jax.models.heads import ProjectionMLP, l2_normalize
 from dense_jax.ops.roi_align import roi_align
 from dense_jax.ops.sorting import soft_sort
+
+if TYPE_CHECKING:  # configs are ml_collections files; the step runs without the package
+    import ml_collections as mlc
 
 
 class NeCoHead(nn.Module):

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections as mlc
 import numpy as np
 
 from dense_jax.models.registry import VARIANTS, create
 from dense_jax.models.vit import VisionTransformer
+
+if TYPE_CHECKING:  # configs are ml_collections files; the step runs without the package
+    import ml_collections as mlc
 
 
 def backbone(model: mlc.ConfigDict) -> VisionTransformer:
@@ -29,7 +31,7 @@ def model_config(model: VisionTransformer, variant: str) -> dict:
     fields = {
         f.name: getattr(model, f.name) for f in dataclasses.fields(model) if f.name not in ("parent", "name")
     }
-    fields = {k: (np.dtype(v).name if k == "dtype" else v) for k, v in fields.items()}
+    fields = {k: (np.dtype(v).name if k in ("dtype", "residual_dtype") else v) for k, v in fields.items()}
     return {"variant": variant if variant in VARIANTS else next(iter(VARIANTS)), **fields}
 
 

@@ -86,8 +86,9 @@ def variant_config(variant: str, **overrides: Any) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown backbone options {sorted(unknown)}")
     cfg.update(overrides)
-    if isinstance(cfg.get("dtype"), str):
-        cfg["dtype"] = jnp.dtype(cfg["dtype"])
+    for key in ("dtype", "residual_dtype"):
+        if isinstance(cfg.get(key), str):
+            cfg[key] = jnp.dtype(cfg[key])
     return cfg
 
 

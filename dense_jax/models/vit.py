@@ -154,11 +154,11 @@ class Block(nn.Module):
         )(_layer_norm("norm1")(x).astype(self.dtype))
         if self.layerscale is not None:
             y = LayerScale(self.layerscale, name="ls1")(y)
-        x = x + DropPath(self.drop_path)(y, deterministic)
+        x = x + DropPath(self.drop_path)(y, deterministic).astype(x.dtype)  # keeps the residual dtype
         y = Mlp(int(dim * self.mlp_ratio), self.dtype, name="mlp")(_layer_norm("norm2")(x).astype(self.dtype))
         if self.layerscale is not None:
             y = LayerScale(self.layerscale, name="ls2")(y)
-        x = x + DropPath(self.drop_path)(y, deterministic)
+        x = x + DropPath(self.drop_path)(y, deterministic).astype(x.dtype)
         return x, details
 
 
@@ -213,8 +213,13 @@ class VisionTransformer(nn.Module):
         reference uses (DINO/DINOv2/NeCo: 0.1, False; official DINOv2-reg hub: 0.0, True).
       drop_path_rate: stochastic depth, linearly increasing from 0 over the blocks.
       dtype: compute dtype (params always fp32).
+      residual_dtype: dtype of the residual stream between blocks (default float32; "bfloat16"
+        halves its memory traffic; the final norm and every returned token are fp32 again).
       n_last_blocks: how many final blocks ``last_blocks`` holds (capped at depth).
       remat: rematerialise each block in the backward pass (memory for compute).
+      remat_policy: what a rematerialised block keeps from its forward pass: "" (nothing, the
+        default), or a ``jax.checkpoint_policies`` name, e.g. "dots_with_no_batch_dims_saveable"
+        (keeps the weight matmuls' outputs, recomputes attention and elementwise ops).
       attention_impl: ``jax.nn.dot_product_attention`` implementation (None, "xla", "cudnn").
     """
 
@@ -231,8 +236,10 @@ class VisionTransformer(nn.Module):
     interp_antialias: bool = False
     drop_path_rate: float = 0.0
     dtype: Dtype = jnp.float32
+    residual_dtype: Dtype = jnp.float32
     n_last_blocks: int = 4
     remat: bool = False
+    remat_policy: str = ""
     attention_impl: str | None = None
 
     def _position_embedding(self, grid_hw: tuple[int, int]) -> jax.Array:
@@ -294,7 +301,13 @@ class VisionTransformer(nn.Module):
                 [x[:, :1], jnp.broadcast_to(regs, (batch, self.num_registers, dim)), x[:, 1:]], 1
             )
 
-        block_cls = nn.remat(Block, static_argnums=(2,)) if self.remat else Block
+        block_cls = Block
+        if self.remat_policy and not hasattr(jax.checkpoint_policies, self.remat_policy):
+            raise ValueError(f"unknown remat_policy {self.remat_policy!r} (a jax.checkpoint_policies name)")
+        if self.remat:
+            policy = getattr(jax.checkpoint_policies, self.remat_policy) if self.remat_policy else None
+            block_cls = nn.remat(Block, static_argnums=(2,), policy=policy)
+        x = x.astype(self.residual_dtype)
         rates = np.linspace(0.0, self.drop_path_rate, self.depth)
         norm = _layer_norm("norm")
         first_patch = 1 + self.num_registers

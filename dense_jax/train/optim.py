@@ -23,12 +23,14 @@ The step-dependent values (lr, wd, freeze) are extra arguments of `update`, comp
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections as mlc
 import optax
+
+if TYPE_CHECKING:  # configs are ml_collections files; the step runs without the package
+    import ml_collections as mlc
 
 FROZEN_GROUP = "last_layer"
 

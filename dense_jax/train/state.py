@@ -9,18 +9,20 @@ materialises the state directly on the mesh.
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections as mlc
 import optax
 from flax import struct
 from jax.sharding import Mesh
 
 from dense_jax.core import sharding as shd
 from dense_jax.models import build
+
+if TYPE_CHECKING:  # configs are ml_collections files; the step runs without the package
+    import ml_collections as mlc
 
 
 class TrainState(struct.PyTreeNode):

@@ -20,9 +20,9 @@ Metrics are replicated scalars left on device; the loop fetches them every `log_
 from __future__ import annotations
 
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import jax
-import ml_collections as mlc
 import optax
 from jax.sharding import Mesh
 
@@ -31,6 +31,34 @@ from dense_jax.core.context import LossOutput, StepContext
 from dense_jax.core.schedules import Schedules
 from dense_jax.data import photometric
 from dense_jax.train.state import TrainState
+
+if TYPE_CHECKING:  # configs are ml_collections files; the step runs without the package
+    import ml_collections as mlc
+
+
+def apply_gradients(
+    config: mlc.ConfigDict,
+    tx: optax.GradientTransformationExtraArgs,
+    schedules: Schedules,
+    state: TrainState,
+    grads,
+):
+    """Steps 3–4 of the module docstring: (params, opt_state, teacher, metrics) after the
+    optimizer update at ``state.step`` and the EMA teacher update (the teacher unchanged
+    without ``config.teacher.ema``)."""
+    step = state.step
+    lr, wd = schedules.lr(step), schedules.weight_decay(step)
+    updates, opt_state = tx.update(
+        grads, state.opt_state, state.params, lr=lr, wd=wd, freeze=schedules.freeze_last_layer(step)
+    )
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"lr": lr, "weight_decay": wd, "grad_norm": optax.tree.norm(grads)}
+    teacher = state.teacher
+    if config.teacher.ema:
+        momentum = schedules.momentum(step)
+        teacher = jax.tree.map(lambda t, s: momentum * t + (1.0 - momentum) * s, teacher, params)
+        metrics["momentum"] = momentum
+    return params, opt_state, teacher, metrics
 
 
 def batch_preprocessor(config: mlc.ConfigDict):
@@ -69,23 +97,8 @@ def make_step(
         grad_fn = jax.value_and_grad(method.loss, has_aux=True)
         (loss, out), grads = grad_fn(state.params, state.teacher, state.aux, batch, ctx)
         out = LossOutput(*out)
-        lr, wd = schedules.lr(step), schedules.weight_decay(step)
-        updates, opt_state = tx.update(
-            grads, state.opt_state, state.params, lr=lr, wd=wd, freeze=schedules.freeze_last_layer(step)
-        )
-        params = optax.apply_updates(state.params, updates)
-        metrics = {
-            **out.metrics,
-            "loss": loss,
-            "lr": lr,
-            "weight_decay": wd,
-            "grad_norm": optax.tree.norm(grads),
-        }
-        teacher = state.teacher
-        if config.teacher.ema:
-            momentum = schedules.momentum(step)
-            teacher = jax.tree.map(lambda t, s: momentum * t + (1.0 - momentum) * s, teacher, params)
-            metrics["momentum"] = momentum
+        params, opt_state, teacher, update_metrics = apply_gradients(config, tx, schedules, state, grads)
+        metrics = {**out.metrics, "loss": loss, **update_metrics}
         model_state = state.model_state if out.model_state is None else out.model_state
         new_state = state.replace(
             step=step + 1,

@@ -100,3 +100,37 @@ def test_load_random_init_api():
     model, params = load("vit_demo16")
     feats = model.apply({"params": params}, jnp.zeros((1, 64, 96, 3)))
     assert feats["cls"].shape == (1, 192) and feats["patch"].shape == (1, 4, 6, 192)
+
+
+@pytest.mark.parametrize("policy", ["", "dots_with_no_batch_dims_saveable", "everything_saveable"])
+def test_remat_policies_keep_the_gradient(policy):
+    model = create("vit_demo14", **SHAPES, drop_path_rate=0.2)
+    x, variables = _init(model)
+    params = nn.unbox(variables["params"])
+
+    def loss(m, p):
+        out = m.apply({"params": p}, x, train=True, rngs={"dropout": jax.random.key(3)})
+        return jnp.sum(out["patch"] ** 2) + jnp.sum(out["attn_cls"])
+
+    want = jax.jit(jax.grad(lambda p: loss(model, p)))(params)
+    remat = model.clone(remat=True, remat_policy=policy)
+    got = jax.jit(jax.grad(lambda p: loss(remat, p)))(params)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_remat_policy_is_rejected():
+    with pytest.raises(ValueError, match="unknown remat_policy"):
+        _init(create("vit_demo14", **SHAPES, remat=True, remat_policy="save_all_please"))
+
+
+def test_residual_dtype_float32_is_the_default_path():
+    model = create("vit_demo14", **SHAPES, dtype="bfloat16")
+    x, variables = _init(model)
+    a = model.apply(variables, x)
+    b = model.clone(residual_dtype=jnp.float32).apply(variables, x)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    c = create("vit_demo14", **SHAPES, dtype="bfloat16", residual_dtype="bfloat16").apply(variables, x)
+    assert all(c[key].dtype == a[key].dtype for key in a)  # returned tokens stay fp32
+    assert float(jnp.abs(c["patch"] - a["patch"]).max()) > 0  # the stream is rounded to bf16

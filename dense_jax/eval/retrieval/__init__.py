@@ -30,10 +30,28 @@ Modules: ``kernels`` (the jitted math), ``subsets``, ``driver`` (``run``, memory
 
 from __future__ import annotations
 
-from dense_jax.eval.retrieval.driver import build_memory, hbird_jitter, memory_item, query, run
-from dense_jax.eval.retrieval.figures import save_pngs
+import importlib
+
 from dense_jax.eval.retrieval.kernels import aggregate, memory_rows, patch_counts, sample_patches
 from dense_jax.eval.retrieval.subsets import balanced_subsets, class_presence, file_set_subsets
+
+# The driver and the figures read images through grain; imported on first use, so that the
+# jitted kernels import without it (the GPU suite's Hummingbird check).
+_LAZY = {
+    "build_memory": "driver",
+    "hbird_jitter": "driver",
+    "memory_item": "driver",
+    "query": "driver",
+    "run": "driver",
+    "save_pngs": "figures",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "aggregate",

@@ -71,6 +71,8 @@ def aggregate(
     g = s // patch
     w = jax.nn.softmax(sims / qnorm[:, None] / temperature, axis=-1)
     labels = mem_counts[idx].astype(jnp.float32) / (patch * patch)
-    yhat = jnp.einsum("qk,qkc->qc", w, labels).reshape(b, g, g, num_classes)
+    # HIGHEST: on GPU the default is TF32, which would make the "exact" protocol device-dependent
+    yhat = jnp.einsum("qk,qkc->qc", w, labels, precision=jax.lax.Precision.HIGHEST)
+    yhat = yhat.reshape(b, g, g, num_classes)
     pred = jnp.argmax(bilinear_upsample(yhat, s), axis=-1)
     return metrics.confusion_matrix(pred, gt, num_classes, valid=valid, ignore_index=ignore_index), pred
