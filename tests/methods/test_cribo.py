@@ -99,7 +99,7 @@ def np_losses(config, params, teacher, objects_t, objects_s, targets, valid, cyc
         ce = [-(t[v, sl] * logs[1 - v, sl]).sum(-1) for v in range(2)]
         cen = [-(tn[v, sl] * logs[1 - v, sl]).sum(-1) for v in range(2)]
         cv.append(0.5 * (ce[0][ok].sum() + ce[1][ok].sum()) / ok.sum())
-        z1, z2 = h1.sum(), h2.sum()
+        z1 = h1.sum()
         if c.cross_image_norm == "reference":
             value = 0.5 * (cen[0][h1].sum() + cen[1][h2].sum()) / z1 if z1 > 0 else 0.0
         else:
