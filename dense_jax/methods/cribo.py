@@ -145,10 +145,12 @@ class Bootstrap(NamedTuple):
     image: jax.Array  # (2, B, K) int32 image id of each match (pictures, tests)
 
 
-def bootstrap(bank: dict, objects, valid, group: int, num_images: int, mesh) -> Bootstrap:
+def bootstrap(bank: dict, objects, valid, c: mlc.ConfigDict, mesh) -> Bootstrap:
     """NN search of the teacher objects (2, B, K, D) in the bank, then the cycle check (cribo.md §5)."""
     _, b, k, dim = objects.shape
-    match = memory_bank.search(bank, objects.reshape(2, b * k, dim), num_images=num_images, mesh=mesh)
+    group = c.group
+    queries = objects.reshape(2, b * k, dim)
+    match = memory_bank.search(bank, queries, num_images=c.queue_size, mesh=mesh, chunk=c.search_chunk)
     other = match.other.reshape(2, b, k, dim)
     back = jnp.stack(
         [
@@ -227,7 +229,7 @@ def loss(student_params, teacher_params, aux, batch, ctx):
     b = tokens_t.shape[0]
     clusters = cluster(tokens_t, batch["global_pos"], key_cluster, epoch, config)
     objects_t = view_centroids(clusters.assign, tokens_t, clusters.valid)
-    boot = bootstrap(aux["bank"], objects_t, clusters.valid, c.group, c.queue_size, ctx.mesh)
+    boot = bootstrap(aux["bank"], objects_t, clusters.valid, c, ctx.mesh)
     image_ids = ctx.step * b + jnp.arange(b, dtype=jnp.int32)
     bank = memory_bank.enqueue(aux["bank"], objects_t, clusters.valid, image_ids, mesh=ctx.mesh)
 

@@ -23,11 +23,12 @@ the step's enqueue (the batch never matches itself).
 
 Search (`search`): for every query q (view v) the index of argmax_slot ⟨q̂, M̂_v[slot]⟩ over
 live slots of bank v (cosine), ties to the lowest index. Under `jax.shard_map` each device
-scans its own slots one ring row at a time with a running max / argmax (no queries × S·K
-matrix, no normalised copy of the bank), then the devices agree by ``pmax`` / ``pmin``; the
-matched entries of both banks are fetched from their owner by a masked ``psum`` (exact: the
-other devices add zeros). Queries (B·K per view, small) are replicated; the bank never moves.
-Compute per device equals the reference's (all queries × its 1/n of the bank).
+scans its own slots ``chunk`` image columns of a ring row at a time with a running max /
+argmax (no queries × S·K matrix, no normalised copy of the bank), then the devices agree
+by ``pmax`` / ``pmin``; the matched entries of both banks are fetched from their owner by a
+masked ``psum`` (exact: the other devices add zeros). Queries (B·K per view, small) are
+replicated; the bank never moves. Compute per device equals the reference's (all queries
+× its 1/n of the bank).
 """
 
 from __future__ import annotations
@@ -95,13 +96,19 @@ class Match(NamedTuple):
     image: jax.Array  # (2, Q) int32 image id of the match
 
 
-def search(bank: dict, queries, *, num_images: int, mesh) -> Match:
-    """Cosine NN of view-v queries (2, Q, D) in bank v over live slots (module docstring)."""
+def search(bank: dict, queries, *, num_images: int, mesh, chunk: int = 0) -> Match:
+    """Cosine NN of view-v queries (2, Q, D) in bank v over live slots (module docstring).
+
+    ``chunk``: at most this many image columns scanned per step on a device (the largest
+    divisor of its B / n columns that fits); 0 = all of them, one ring row per step. The
+    similarity temporary is (2, Q, chunk·K)."""
     rows, batch = bank["image"].shape
+    width = batch // mesh.shape["data"]
+    chunk = max(c for c in range(1, min(chunk or width, width) + 1) if width % c == 0)
     spec = {"objects": P(None, None, "data"), "valid": P(None, "data"), "image": P(None, "data"), "ptr": P()}
 
     def local(bank, queries):
-        return _search_local(bank, queries, num_images=num_images, batch=batch)
+        return _search_local(bank, queries, num_images=num_images, batch=batch, chunk=chunk)
 
     out = jax.shard_map(local, mesh=mesh, in_specs=(spec, P()), out_specs=P(), check_vma=False)(
         bank, queries.astype(jnp.float32)
@@ -109,27 +116,29 @@ def search(bank: dict, queries, *, num_images: int, mesh) -> Match:
     return Match(*out)
 
 
-def _search_local(bank, queries, *, num_images, batch):
+def _search_local(bank, queries, *, num_images, batch, chunk):
     objects = bank["objects"]
     _, rows, width, k, dim = objects.shape
     first = lax.axis_index("data") * width  # global column of this device's first slot
     age = lax.dynamic_slice_in_dim(ages(bank["ptr"], rows, batch), first, width, axis=1)
     ok = bank["valid"] & (age < num_images)[..., None]
     q = unit(queries)
+    per_row = width // chunk
 
-    def scan_row(carry, row):
+    def scan_chunk(carry, part):
         best, arg = carry
-        entries, ok_row, r = row
-        sims = jnp.einsum("vqd,vsd->vqs", q, unit(entries.reshape(2, width * k, dim)))
-        sims = jnp.where(ok_row.reshape(1, 1, -1), sims, -jnp.inf)
+        entries, ok_part, j = part  # (2, chunk, K, D), (chunk, K), chunk number
+        sims = jnp.einsum("vqd,vsd->vqs", q, unit(entries.reshape(2, chunk * k, dim)))
+        sims = jnp.where(ok_part.reshape(1, 1, -1), sims, -jnp.inf)
         top, at = jnp.max(sims, axis=-1), jnp.argmax(sims, axis=-1).astype(jnp.int32)
         better = top > best
-        index = (r * batch + first) * k + at
+        index = ((j // per_row) * batch + first + (j % per_row) * chunk) * k + at
         return (jnp.where(better, top, best), jnp.where(better, index, arg)), None
 
     start = (jnp.full(q.shape[:2], -jnp.inf), jnp.zeros(q.shape[:2], jnp.int32))
-    xs = (jnp.moveaxis(objects, 1, 0), ok, jnp.arange(rows, dtype=jnp.int32))
-    (best, arg), _ = lax.scan(scan_row, start, xs)
+    parts = jnp.moveaxis(objects.reshape(2, rows * per_row, chunk, k, dim), 1, 0)
+    xs = (parts, ok.reshape(rows * per_row, chunk, k), jnp.arange(rows * per_row, dtype=jnp.int32))
+    (best, arg), _ = lax.scan(scan_chunk, start, xs)
     top = lax.pmax(best, "data")
     index = lax.pmin(jnp.where(best == top, arg, _NO_MATCH), "data")
     found = top > -jnp.inf

@@ -25,9 +25,10 @@ def mesh(n):
     return shd.make_mesh((n, 1))
 
 
-def search(bank, queries, num_images, n_dev):
+def search(bank, queries, num_images, n_dev, chunk=0):
     """`mb.search` jitted (eager shard_map dispatches op by op: slow)."""
-    return jax.jit(lambda b, q: mb.search(b, q, num_images=num_images, mesh=mesh(n_dev)))(bank, queries)
+    run = jax.jit(lambda b, q: mb.search(b, q, num_images=num_images, mesh=mesh(n_dev), chunk=chunk))
+    return run(bank, queries)
 
 
 def enqueue(bank, objects, valid, image, n_dev):
@@ -38,8 +39,8 @@ def unit(x):
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-@pytest.mark.parametrize("n_dev", [1, 8])
-def test_search_equals_brute_force(n_dev):
+@pytest.mark.parametrize("n_dev, chunk", [(1, 0), (1, 3), (8, 0)])
+def test_search_equals_brute_force(n_dev, chunk):
     rng = np.random.default_rng(0)
     num_images, batch, k, dim = 20, 8, 3, 5
     bank = jax.device_get(mb.init(num_images, batch, k, dim, "reference", jax.random.key(1)))
@@ -51,7 +52,7 @@ def test_search_equals_brute_force(n_dev):
     # a masked slot holding an exact copy of query 0 of view 0 (cribo.md §9 check 8)
     bank["valid"][0, 2, 1] = False
     bank["objects"][0, 0, 2, 1] = queries[0, 0]
-    got = search(bank, jnp.asarray(queries), num_images, n_dev)
+    got = search(bank, jnp.asarray(queries), num_images, n_dev, chunk)
     ok = np.asarray(mb.live(bank, num_images)).reshape(-1)
     assert ok.sum() < bank["valid"].sum()  # the age mask removes surplus slots of the oldest row
     for v in range(2):
