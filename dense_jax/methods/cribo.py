@@ -143,6 +143,7 @@ class Bootstrap(NamedTuple):
     targets: jax.Array  # (2, B, K, D) bank v's entry at nn_v(k): the raw cross-image targets
     cycle: jax.Array  # (2, B, K) bool: valid_1, valid_2 (object valid, match found, cycle holds)
     image: jax.Array  # (2, B, K) int32 image id of each match (pictures, tests)
+    object: jax.Array  # (2, B, K) int32 object slot of each match within its image (−1: none)
 
 
 def bootstrap(bank: dict, objects, valid, c: mlc.ConfigDict, mesh) -> Bootstrap:
@@ -159,7 +160,8 @@ def bootstrap(bank: dict, objects, valid, c: mlc.ConfigDict, mesh) -> Bootstrap:
         ]
     )
     cycle = back & valid[None] & match.found.reshape(2, b, k)
-    return Bootstrap(match.same.reshape(2, b, k, dim), cycle, match.image.reshape(2, b, k))
+    image, obj = match.image.reshape(2, b, k), jnp.where(match.found, match.index % k, -1).reshape(2, b, k)
+    return Bootstrap(match.same.reshape(2, b, k, dim), cycle, image, obj)
 
 
 class ObjectLosses(NamedTuple):

@@ -61,7 +61,8 @@ def pieces(config, seed=0):
 
 
 def run(config, params, teacher, objects_t, objects_s, targets, valid, cycle, center, epoch):
-    boot = cribo.Bootstrap(jnp.asarray(targets), jnp.asarray(cycle), jnp.zeros(cycle.shape, jnp.int32))
+    ids = jnp.zeros(cycle.shape, jnp.int32)
+    boot = cribo.Bootstrap(jnp.asarray(targets), jnp.asarray(cycle), ids, ids)
     return cribo.object_losses(
         cribo.heads(config),
         params["head"],
