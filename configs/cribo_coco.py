@@ -25,9 +25,12 @@ COCO (its parser only accepts ImageNet); here COCO is an ordinary folder dataset
 precision as `configs/dino_coco.py` (fp32 default, ``--config.model.dtype=bfloat16``); the
 bank's size per device is benchmarks/cribo_memory.md (about 0.6 GiB on 8 devices).
 
-Reproduces (teacher backbone, evaluation.md): CrIBo Table 1 (dense nearest-neighbour
-retrieval, Hummingbird protocol, CrIBo COCO rows), Table 2 (linear segmentation mIoU, COCO
-rows) and Table 4 (the in-context / retrieval comparison on the COCO-pretrained backbone).
+Reproduces (teacher backbone, evaluation.md "seed numbers"): CrIBo Table 1, dense
+nearest-neighbour retrieval (Hummingbird, CrIBo's variant k = 50, `configs/eval/hbird_voc.py`,
+`hbird_ade.py`), CrIBo (COCO) row 10.9 12.8 18.4 23.4 | 39.1 44.0 52.8 58.1 (DINO (COCO) 6.1 6.9
+9.7 13.0 | 16.2 18.4 25.5 31.9 with `configs/dino_coco.py`). Table 2 (MMSeg Segmenter linear
+decoder) has ImageNet rows only (`configs/cribo_in1k.py`); Table 4's numbers are not in
+evaluation.md yet.
 
 Commands (from the repository root)::
 
