@@ -189,3 +189,18 @@ def test_cycle_fixture():
 def test_bytes_per_device():
     # ViT-S COCO: S = 25000, B = 256, K = 64, D = 384 on 8 devices: R = 98 rows of 32 slots
     assert mb.bytes_per_device(25000, 256, 64, 384, 8) == 98 * 32 * 64 * (2 * 384 * 4 + 1) + 98 * 32 * 4
+
+
+def test_back_search_ignores_invalid_keys():
+    """cribo.md §9.8: an invalid key holding a copy of the jumped vector is never the hit."""
+    rng = np.random.default_rng(4)
+    keys = rng.normal(size=(4, 2, 3)).astype(F32)
+    jumped = keys + 0.01 * rng.normal(size=keys.shape).astype(F32)
+    valid = np.ones((4, 2), bool)
+    back = jax.jit(mb.back_search, static_argnums=3)
+    assert np.asarray(back(jumped, keys, valid, 2)).all()
+    keys[0, 1] = jumped[0, 0]  # object (0, 1): invalid, an exact copy of (0, 0)'s jumped vector
+    valid[0, 1] = False
+    assert np.asarray(back(jumped, keys, valid, 2))[0, 0]
+    valid[0, 1] = True  # the same copy, valid: it wins (the test can fail)
+    assert not np.asarray(back(jumped, keys, valid, 2))[0, 0]
