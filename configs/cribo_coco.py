@@ -44,7 +44,8 @@ Commands (from the repository root)::
 Variants (``path:a,b`` applies a then b; see `common.apply_variants`):
 
   demo   built-in scenes, vit_demo16, 96² views, batch 32, K = 8, a bank of 512 images,
-         8 epochs, linear / K-means / Hummingbird scores before and after
+         8 epochs, linear / K-means / Hummingbird scores before and after, and the object
+         matches of 8 scenes (Fig. 4) at the end: workdirs/cribo_demo/eval/matches/step_*/
   smoke  demo, then a 2-block ViT on 48² scenes with 32² views, K = 3, 2 epochs (tests)
 """
 
@@ -90,11 +91,13 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
 def _demo(c: mlc.ConfigDict) -> None:
     """The DINO demo (`configs/dino_coco.py:demo`: model, data, recipe, schedule; from scratch,
     as CrIBo's recipe) with CrIBo's two views only: 6×6 tokens per view, K = 8, an object head
-    of 512, a bank of 512 images (16 steps), one group per batch; scored at start and end."""
+    of 512, a bank of 512 images (16 steps), one group per batch; scored at start and end,
+    the object matches drawn at the end (`configs/eval/cribo_matches.py`)."""
     dino_coco.VARIANTS["demo"](c)
     c.crops.n_local = 0
     c.cribo.update(dict(out_dim=512, k=8, queue_size=512, group=32))
     common.demo_evaluations(c)
+    c.evals.matches = dict(config="configs/eval/cribo_matches.py:demo", every=0)
 
 
 def _smoke(c: mlc.ConfigDict) -> None:
