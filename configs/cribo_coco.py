@@ -73,6 +73,7 @@ def cribo_section() -> mlc.ConfigDict:
             bank_init="reference",  # "reference": U[0,1) counted valid; "empty"
             bank_budget_gib=16.0,  # largest bank per device accepted at start
             search_chunk=16,  # at most this many image columns per search step and device (0: all)
+            search_dtype="float32",  # similarity matmul of the bank search; "bfloat16" ~ fp16 autocast
             cross_image_norm="reference",  # "reference": both terms / Z1; "per_view": Z1, Z2
             cross_image_start_epoch=1,  # L_ci = 0 before this epoch (reference: 1)
         )

@@ -86,6 +86,8 @@ def check_config(config: mlc.ConfigDict, process_count: int, data_devices: int) 
         problems.append(
             f"cribo.cross_image_norm must be one of {CROSS_IMAGE_NORMS}, got {c.cross_image_norm!r}"
         )
+    if c.search_dtype not in ("float32", "bfloat16"):
+        problems.append(f"cribo.search_dtype must be float32 or bfloat16, got {c.search_dtype!r}")
     if c.queue_size < 1:
         problems.append(f"cribo.queue_size must be >= 1, got {c.queue_size}")
     else:
@@ -151,7 +153,9 @@ def bootstrap(bank: dict, objects, valid, c: mlc.ConfigDict, mesh) -> Bootstrap:
     _, b, k, dim = objects.shape
     group = c.group
     queries = objects.reshape(2, b * k, dim)
-    match = memory_bank.search(bank, queries, num_images=c.queue_size, mesh=mesh, chunk=c.search_chunk)
+    match = memory_bank.search(
+        bank, queries, num_images=c.queue_size, mesh=mesh, chunk=c.search_chunk, dtype=c.search_dtype
+    )
     other = match.other.reshape(2, b, k, dim)
     back = jnp.stack(
         [

@@ -96,19 +96,21 @@ class Match(NamedTuple):
     image: jax.Array  # (2, Q) int32 image id of the match
 
 
-def search(bank: dict, queries, *, num_images: int, mesh, chunk: int = 0) -> Match:
+def search(bank: dict, queries, *, num_images: int, mesh, chunk: int = 0, dtype=jnp.float32) -> Match:
     """Cosine NN of view-v queries (2, Q, D) in bank v over live slots (module docstring).
 
     ``chunk``: at most this many image columns scanned per step on a device (the largest
     divisor of its B / n columns that fits); 0 = all of them, one ring row per step. The
-    similarity temporary is (2, Q, chunk·K)."""
+    similarity temporary is (2, Q, chunk·K). ``dtype``: of the unit vectors in the similarity
+    matmul (accumulated in float32); "bfloat16" is the counterpart of the reference's fp16
+    autocast (near-ties may then resolve differently). The fetched entries stay float32."""
     rows, batch = bank["image"].shape
     width = batch // mesh.shape["data"]
     chunk = max(c for c in range(1, min(chunk or width, width) + 1) if width % c == 0)
     spec = {"objects": P(None, None, "data"), "valid": P(None, "data"), "image": P(None, "data"), "ptr": P()}
 
     def local(bank, queries):
-        return _search_local(bank, queries, num_images=num_images, batch=batch, chunk=chunk)
+        return _search_local(bank, queries, num_images=num_images, batch=batch, chunk=chunk, dtype=dtype)
 
     out = jax.shard_map(local, mesh=mesh, in_specs=(spec, P()), out_specs=P(), check_vma=False)(
         bank, queries.astype(jnp.float32)
@@ -116,19 +118,20 @@ def search(bank: dict, queries, *, num_images: int, mesh, chunk: int = 0) -> Mat
     return Match(*out)
 
 
-def _search_local(bank, queries, *, num_images, batch, chunk):
+def _search_local(bank, queries, *, num_images, batch, chunk, dtype):
     objects = bank["objects"]
     _, rows, width, k, dim = objects.shape
     first = lax.axis_index("data") * width  # global column of this device's first slot
     age = lax.dynamic_slice_in_dim(ages(bank["ptr"], rows, batch), first, width, axis=1)
     ok = bank["valid"] & (age < num_images)[..., None]
-    q = unit(queries)
+    q = unit(queries).astype(dtype)
     per_row = width // chunk
 
     def scan_chunk(carry, part):
         best, arg = carry
         entries, ok_part, j = part  # (2, chunk, K, D), (chunk, K), chunk number
-        sims = jnp.einsum("vqd,vsd->vqs", q, unit(entries.reshape(2, chunk * k, dim)))
+        keys = unit(entries.reshape(2, chunk * k, dim)).astype(dtype)
+        sims = jnp.einsum("vqd,vsd->vqs", q, keys, preferred_element_type=jnp.float32)
         sims = jnp.where(ok_part.reshape(1, 1, -1), sims, -jnp.inf)
         top, at = jnp.max(sims, axis=-1), jnp.argmax(sims, axis=-1).astype(jnp.int32)
         better = top > best

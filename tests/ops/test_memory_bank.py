@@ -25,9 +25,10 @@ def mesh(n):
     return shd.make_mesh((n, 1))
 
 
-def search(bank, queries, num_images, n_dev, chunk=0):
+def search(bank, queries, num_images, n_dev, chunk=0, dtype="float32"):
     """`mb.search` jitted (eager shard_map dispatches op by op: slow)."""
-    run = jax.jit(lambda b, q: mb.search(b, q, num_images=num_images, mesh=mesh(n_dev), chunk=chunk))
+    m = mesh(n_dev)
+    run = jax.jit(lambda b, q: mb.search(b, q, num_images=num_images, mesh=m, chunk=chunk, dtype=dtype))
     return run(bank, queries)
 
 
@@ -39,8 +40,10 @@ def unit(x):
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-@pytest.mark.parametrize("n_dev, chunk", [(1, 0), (1, 3), (8, 0)])
-def test_search_equals_brute_force(n_dev, chunk):
+@pytest.mark.parametrize(
+    "n_dev, chunk, dtype", [(1, 0, "float32"), (1, 3, "float32"), (8, 0, "float32"), (2, 2, "bfloat16")]
+)
+def test_search_equals_brute_force(n_dev, chunk, dtype):
     rng = np.random.default_rng(0)
     num_images, batch, k, dim = 20, 8, 3, 5
     bank = jax.device_get(mb.init(num_images, batch, k, dim, "reference", jax.random.key(1)))
@@ -52,7 +55,7 @@ def test_search_equals_brute_force(n_dev, chunk):
     # a masked slot holding an exact copy of query 0 of view 0 (cribo.md §9 check 8)
     bank["valid"][0, 2, 1] = False
     bank["objects"][0, 0, 2, 1] = queries[0, 0]
-    got = search(bank, jnp.asarray(queries), num_images, n_dev, chunk)
+    got = search(bank, jnp.asarray(queries), num_images, n_dev, chunk, dtype)
     ok = np.asarray(mb.live(bank, num_images)).reshape(-1)
     assert ok.sum() < bank["valid"].sum()  # the age mask removes surplus slots of the oldest row
     for v in range(2):
