@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import ml_collections as mlc
 
-from configs import common, croc_coco
+from configs import common, cribo_coco, croc_coco
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -209,6 +209,11 @@ def make(protocol: str, dataset: str, arg: str | None = None, variants: dict | N
     # form one normalisation group.
     c.croc_clusters = mlc.ConfigDict(
         dict(view_size=224, crop_scale=(0.25, 1.0), n_images=4, clustering=croc_coco.croc_section())
+    )
+    # CrIBo's cross-image object matches (dense_jax/eval/cribo_matches.py; the paper's Fig. 4):
+    # the clustering settings of configs/cribo_coco.py; the images shown are the bank.
+    c.cribo_matches = mlc.ConfigDict(
+        dict(view_size=224, crop_scale=(0.25, 1.0), n_images=8, clustering=cribo_coco.cribo_section())
     )
 
     # PCA colours of the patch tokens and similarity-sorted patches (dense_jax/eval/pca.py).

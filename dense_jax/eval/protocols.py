@@ -24,6 +24,7 @@ PROTOCOLS = {  # protocol name -> driver module (each exposes run(ctx) -> dict)
     "davis": "dense_jax.eval.video",
     "cbfe": "dense_jax.eval.foreground",
     "croc_clusters": "dense_jax.eval.croc_clusters",
+    "cribo_matches": "dense_jax.eval.cribo_matches",
     "pca": "dense_jax.eval.pca",
 }
 

@@ -51,6 +51,7 @@ from types import ModuleType
 from dense_jax.core.context import LossOutput, StepContext  # noqa: F401  (the interface's types)
 
 METHODS: dict[str, str] = {
+    "cribo": "dense_jax.methods.cribo",
     "croc": "dense_jax.methods.croc",
     "dino": "dense_jax.methods.dino",
     "neco": "dense_jax.methods.neco",

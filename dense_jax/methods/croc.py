@@ -64,15 +64,14 @@ def heads(config: mlc.ConfigDict) -> DINOHead:
     )
 
 
-def check_config(config: mlc.ConfigDict, process_count: int) -> None:
-    """Raise one `MethodConfigError` listing every inconsistent CrOC setting (called at start)."""
-    c, crops = config.croc, config.crops
-    vit = backbone(config.model)
-    grid = crops.global_size // vit.patch_size
+def two_view_problems(config: mlc.ConfigDict, name: str) -> list[str]:
+    """What keeps `config`'s crops from CrOC's / CrIBo's input: two global views, no local
+    ones, and the patch positions of the backbone's patch size (croc.md §2, cribo.md §2)."""
+    crops, vit = config.crops, backbone(config.model)
     problems = []
     if crops.n_global != 2 or crops.n_local != 0:
         problems.append(
-            f"CrOC needs exactly 2 global crops and no local ones (crops.n_global={crops.n_global}, "
+            f"{name} needs exactly 2 global crops and no local ones (crops.n_global={crops.n_global}, "
             f"crops.n_local={crops.n_local})"
         )
     if crops.patch_size != vit.patch_size:
@@ -80,6 +79,14 @@ def check_config(config: mlc.ConfigDict, process_count: int) -> None:
             f"crops.patch_size must equal the backbone's patch size {vit.patch_size} (patch "
             f"positions, croc.md §2), got {crops.patch_size}"
         )
+    return problems
+
+
+def check_config(config: mlc.ConfigDict, process_count: int) -> None:
+    """Raise one `MethodConfigError` listing every inconsistent CrOC setting (called at start)."""
+    c, crops = config.croc, config.crops
+    grid = crops.global_size // backbone(config.model).patch_size
+    problems = two_view_problems(config, "CrOC")
     if c.features not in _FEATURES:
         problems.append(f"croc.features must be one of {_FEATURES}, got {c.features!r}")
     if c.k_start < 2:

@@ -216,7 +216,8 @@ def _validate(fp, fc, pos, key, seeds, num_heads, k_start, k_max, norm_group):
 # The op
 
 
-def _unit(x, axis=-1):
+def unit(x, axis=-1):
+    """x / max(‖x‖, 1e-12) along `axis` (a zero vector stays zero)."""
     return x / jnp.maximum(jnp.linalg.norm(x, axis=axis, keepdims=True), 1e-12)
 
 
@@ -227,8 +228,9 @@ def _colnorm(P, live):
     return jnp.where(ok, P / jnp.where(ok, col, 1.0), 0.0)
 
 
-def _group_minmax(M, live, group):
-    """Min–max normalise M over live entries of each group of ``group`` consecutive samples."""
+def group_minmax(M, live, group):
+    """Min–max normalise M over live entries of each group of ``group`` consecutive samples
+    (croc.md §4 step 3; CrIBo's clustering calls it with every column live, cribo.md §4 step 3)."""
     s = M.shape[0]
     lv = jnp.broadcast_to(live[:, None, :], M.shape)
     Mg, lg = M.reshape(s // group, -1), lv.reshape(s // group, -1)
@@ -276,8 +278,8 @@ def _croc_jit(
 ):
     """The op; returns (CrOCClusters, per-step live counts (K_start - 1, S))."""
     f32 = jnp.float32
-    phi = _unit(fp.astype(f32))  # (S, 2N, d)
-    cls = _unit(fc.astype(f32))  # (S, 2, d)
+    phi = unit(fp.astype(f32))  # (S, 2N, d)
+    cls = unit(fc.astype(f32))  # (S, 2, d)
     E = pos.astype(f32)  # (S, 2N, 2)
     s, n2, _ = phi.shape
     n = n2 // 2
@@ -306,12 +308,12 @@ def _croc_jit(
     slots = jnp.arange(K0, dtype=jnp.int32)
 
     def solve(C, Ec, c, live):
-        Cn = _unit(C)
+        Cn = unit(C)
         G = jnp.linalg.norm(E[:, :, None, :] - Ec[:, None, :, :], axis=-1)  # (S, 2N, K0)
         gmax = jnp.max(jnp.where(live[:, None, :], G, -jnp.inf), axis=(1, 2), keepdims=True)
         gmax = jnp.where(gmax > 0, gmax, 1.0)  # all positions equal: G = 0 (reference: 0/0 = NaN)
         M = -jnp.einsum("snd,skd->snk", phi, Cn, precision=_HI) + lam_pos * (G / gmax)
-        M = _group_minmax(M, live, group)
+        M = group_minmax(M, live, group)
         P = sinkhorn(M, r, c, lam=lam, n_iters=n_iters, live=live)
         return P, transport_cost(P, M, live)
 
