@@ -2,8 +2,10 @@
 
     python -m dense_jax.main --config=configs/dino_coco.py:demo --workdir=workdirs/demo
     python -m dense_jax.main --config=configs/dino_coco.py --workdir=DIR --config.data.root=/data/coco
+    python -m dense_jax.main --config=configs/comus_voc.py:demo --workdir=workdirs/comus_demo
 
-Re-running the same command resumes from DIR's latest checkpoint. ``--config.multihost``
+Re-running the same command resumes from DIR's latest checkpoint (a staged pipeline such as
+COMUS resumes at its first missing stage). ``--config.multihost``
 initialises `jax.distributed` (TPU pods, SLURM) here, never at import.
 """
 
@@ -33,6 +35,9 @@ def main(argv) -> None:
     from dense_jax.train import checkpoint, loop
 
     try:
+        if config.method in methods.PIPELINES:  # staged pipelines (COMUS) drive the trainer themselves
+            methods.pipeline(config.method).run(config, _WORKDIR.value, fit=loop.fit)
+            return
         evals = periodic.from_config(config, _WORKDIR.value, fit=loop.fit)
         loop.train(config, methods.get(config.method), _WORKDIR.value, evals=evals)
         _report_evaluations(_WORKDIR.value)
