@@ -201,14 +201,18 @@ def label_stage(workdir: str, r: int, source, labeller, state) -> dict:
 
 
 # ----------------------------------------------------------------------------- evaluation
-def evaluate_pseudo_masks(config, source, round0: dict, n_show: int) -> tuple[dict, list]:
+def evaluate_pseudo_masks(config, source, sal: dict, round0: dict, n_show: int) -> tuple[dict, list]:
     """Iteration 0, transductive on the discovery split (§7): the pseudo-mask of a kept image,
-    all 0 for an image that was filtered out or had no proposal."""
+    all 0 for an image that was filtered out or had no proposal; also the saliency's mean
+    per-image foreground IoU (Table 6's measure) over the images with a mask."""
     scorer = scoring.Scorer(config.data, config.discovery.n_clusters + 1)
-    kept = set(round0["positions"])
-    shown = []
+    kept, missing = set(round0["positions"]), set(sal["missing"])
+    shown, fg_ious = [], []
     for i in tqdm(range(len(source)), desc="score iteration 0", unit="img"):
         item = source[i]
+        if item["id"] not in missing:
+            salient = load_saliency(sal["folder"], item["id"])
+            fg_ious.append(scoring.foreground_iou(salient, scoring.comus_gt(item["mask"], config.data)))
         if i in kept:
             pred = read_label_png(os.path.join(round0["folder"], f"{item['id']}.png"))
         else:
@@ -216,7 +220,7 @@ def evaluate_pseudo_masks(config, source, round0: dict, n_show: int) -> tuple[di
         scorer.add(pred, item["mask"])
         if len(shown) < n_show:
             shown.append((item["image"], scoring.comus_gt(item["mask"], config.data), pred))
-    return scorer.result(config.evaluation.match), shown
+    return {**scorer.result(config.evaluation.match), "saliency_fg_iou": float(np.mean(fg_ious))}, shown
 
 
 def evaluate_network(config, source, labeller, state, n_show: int, desc: str) -> tuple[dict, list]:
@@ -274,7 +278,8 @@ def _cluster_panels(path: str, source, round0: dict, n_clusters: int, per_cluste
 
 
 def _summary(name: str, result: dict) -> dict:
-    return {f"{name}_miou": result["miou"], f"{name}_pixel_accuracy": result["pixel_accuracy"]}
+    keys = ("miou", "pixel_accuracy", "saliency_fg_iou")
+    return {f"{name}_{k}": result[k] for k in keys if k in result}
 
 
 # ----------------------------------------------------------------------------- the pipeline
@@ -314,7 +319,7 @@ def run(config, workdir: str, fit: Callable, log: Callable[[str], None] = print)
         "n_proposals": n_prop,
         "n_kept": len(round0["positions"]),
     }
-    it0, shown = evaluate_pseudo_masks(config, disc_source, round0, config.output.n_show)
+    it0, shown = evaluate_pseudo_masks(config, disc_source, sal, round0, config.output.n_show)
     results["iteration0"] = it0
     summary = _summary("iteration0", it0)
     _cluster_panels(os.path.join(workdir, "clusters.png"), disc_source, round0, config.discovery.n_clusters)

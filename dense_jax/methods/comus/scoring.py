@@ -52,6 +52,16 @@ def scores(cm: np.ndarray, match: str = "auto") -> dict:
     }
 
 
+def foreground_iou(salient: np.ndarray, gt: np.ndarray) -> float:
+    """IoU of a bool saliency mask with the GT foreground (``gt`` relabelled: != 0), void pixels
+    (255) left out; 1 when both are empty."""
+    valid = gt != 255
+    fg = (gt != 0) & valid
+    inter = np.sum(salient & fg)
+    union = np.sum((salient & valid) | fg)
+    return float(inter / union) if union else 1.0
+
+
 class Scorer:
     """Accumulates (prediction, GT) pairs of one split and scores them (`scores`)."""
 
