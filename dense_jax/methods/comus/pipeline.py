@@ -107,7 +107,7 @@ def saliency_stage(config, workdir: str, source, extract: Callable, log) -> dict
         bar.close()
     result = {"ids": ids, "areas": areas, "boxes": boxes, "missing": missing, "folder": folder}
     _write_json(path, result)
-    return result
+    return _read_json(path)  # the cached form (lists), the same on a re-run
 
 
 def saliency_folder(config, workdir: str) -> str:
@@ -179,7 +179,7 @@ def pseudo_mask_stage(workdir: str, source, sal: dict, disc: dict) -> dict:
         )
     result = {"positions": kept.tolist(), "labels": labels.tolist(), "folder": folder}
     _write_json(path, result)
-    return result
+    return _read_json(path)  # the cached form (lists), the same on a re-run
 
 
 def label_stage(workdir: str, r: int, source, labeller, state) -> dict:
@@ -197,7 +197,7 @@ def label_stage(workdir: str, r: int, source, labeller, state) -> dict:
     bar.close()
     result = {"positions": list(range(len(source))), "folder": folder}
     _write_json(path, result)
-    return result
+    return _read_json(path)  # the cached form (lists), the same on a re-run
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -282,6 +282,31 @@ def _summary(name: str, result: dict) -> dict:
     return {f"{name}_{k}": result[k] for k in keys if k in result}
 
 
+def discover(config, workdir: str, apply_fn, params, mesh, log: Callable[[str], None] = print):
+    """Stages 1-3 (saliency, discovery, round-0 pseudo-masks) on ``self_train.splits[0]``:
+    returns (the split's source, saliency.json, discovery.npz, round0.json) contents."""
+    st = config.self_train
+    source = open_source(config.data, st.splits[0], st.limits[0])
+    with jax.set_mesh(mesh):
+        kinds = ("attn_heads",) if config.saliency.method == "dinoseg" else ("keys",)
+        sal_extractor = Extractor(apply_fn, params, mesh, kinds)
+        sal = saliency_stage(
+            config,
+            workdir,
+            source,
+            lambda ims: saliency.attention_masks(sal_extractor, ims, config.saliency),
+            log,
+        )
+        disc = discovery_stage(config, workdir, source, sal, Extractor(apply_fn, params, mesh, ("cls",)))
+    round0 = pseudo_mask_stage(workdir, source, sal, disc)
+    n_prop = int(sum(b is not None for b in sal["boxes"]))
+    log(
+        f"discovery: {len(sal['ids'])} images, {n_prop} proposals, "
+        f"{len(round0['positions'])} kept after filtering"
+    )
+    return source, sal, disc, round0
+
+
 # ----------------------------------------------------------------------------- the pipeline
 def run(config, workdir: str, fit: Callable, log: Callable[[str], None] = print) -> dict:
     """Every stage in order (module docstring); returns and writes ``results.json``."""
@@ -295,24 +320,8 @@ def run(config, workdir: str, fit: Callable, log: Callable[[str], None] = print)
     os.makedirs(workdir, exist_ok=True)
     mesh = make_mesh(config.mesh.shape)
     apply_fn, params = backbone(config)
-    disc_source = open_source(data, st.splits[0], st.limits[0])
-    with jax.set_mesh(mesh):
-        kinds = ("attn_heads",) if config.saliency.method == "dinoseg" else ("keys",)
-        sal_extractor = Extractor(apply_fn, params, mesh, kinds)
-        sal = saliency_stage(
-            config,
-            workdir,
-            disc_source,
-            lambda ims: saliency.attention_masks(sal_extractor, ims, config.saliency),
-            log,
-        )
-        disc = discovery_stage(config, workdir, disc_source, sal, Extractor(apply_fn, params, mesh, ("cls",)))
-    round0 = pseudo_mask_stage(workdir, disc_source, sal, disc)
+    disc_source, sal, disc, round0 = discover(config, workdir, apply_fn, params, mesh, log)
     n_prop = int(sum(b is not None for b in sal["boxes"]))
-    log(
-        f"discovery: {len(sal['ids'])} images, {n_prop} proposals, "
-        f"{len(round0['positions'])} kept after filtering"
-    )
     results = {
         "n_images": len(sal["ids"]),
         "n_missing_saliency": len(sal["missing"]),
