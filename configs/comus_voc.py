@@ -203,13 +203,13 @@ def _demo(c: mlc.ConfigDict) -> None:
 
 
 def _smoke(c: mlc.ConfigDict) -> None:
-    """The demo in seconds: a random 2-block ViT on 64² scenes, K = 3, one epoch per round."""
+    """The demo in seconds: a random 2-block ViT on 64² scenes (K = 6 kept), one epoch per round."""
     _demo(c)
     c.init_from = ""
     c.model.update(dict(embed_dim=32, depth=2, num_heads=2))
     c.data.update(dict(image_size=(64, 64), limit_val=16))
     c.saliency.update(dict(size=64, batch_size=8, min_area=100))
-    c.discovery.update(dict(n_clusters=3, n_neighbors=5, n_init=2, crop_size=32, batch_size=8))
+    c.discovery.update(dict(n_neighbors=5, n_init=2, crop_size=32, batch_size=8))
     c.self_train.update(
         dict(
             input_size=64,

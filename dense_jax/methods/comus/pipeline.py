@@ -331,6 +331,7 @@ def run(config, workdir: str, fit: Callable, log: Callable[[str], None] = print)
     it0, shown = evaluate_pseudo_masks(config, disc_source, sal, round0, config.output.n_show)
     results["iteration0"] = it0
     summary = _summary("iteration0", it0)
+    log(f"iteration 0 (pseudo-masks, {st.splits[0]}): mIoU {100 * it0['miou']:.2f}")
     _cluster_panels(os.path.join(workdir, "clusters.png"), disc_source, round0, config.discovery.n_clusters)
     _panels(os.path.join(workdir, "iteration0.png"), shown, it0["mapping"], "pseudo-masks")
 
@@ -348,6 +349,7 @@ def run(config, workdir: str, fit: Callable, log: Callable[[str], None] = print)
             config, val, labeller, state, config.output.n_show, f"score round {r}"
         )
         results[f"iteration{r}"] = result
+        log(f"iteration {r} ({data.val_split}): mIoU {100 * result['miou']:.2f}")
         summary.update(_summary(f"iteration{r}", result))
         _panels(os.path.join(workdir, f"iteration{r}.png"), shown, result["mapping"], f"round {r}")
         if r < rounds:

@@ -117,3 +117,16 @@ def test_smoke_pipeline_end_to_end_and_resume(tmp_path):
     records = [json.loads(line) for line in open(os.path.join(workdir, "round2", "metrics.jsonl"))]
     assert records[-1].get("restart") is not None  # restored, not retrained
     jax.clear_caches()
+
+
+def test_crop_sampler_with_scale_above_one_falls_back_to_the_whole_image():
+    """§10.12: scale (0.5, 2) on a 375×500 image: every crop's area fraction is ≤ 1 and about 15 %
+    of the draws fall back to the whole image after 10 rejected tries (albumentations 1.2.0)."""
+    from dense_jax.data.transforms import sample_crop_box
+
+    rng = np.random.default_rng(0)
+    boxes = np.array([sample_crop_box(rng, (375, 500), (0.5, 2.0)) for _ in range(4000)])
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) / (375 * 500)
+    assert area.max() <= 1.0
+    whole = np.mean((boxes == (0, 0, 500, 375)).all(axis=1))
+    assert 0.12 < whole < 0.18, whole
