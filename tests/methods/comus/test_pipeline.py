@@ -12,6 +12,7 @@ import pytest
 from configs import comus_voc
 from dense_jax.core.sharding import make_mesh
 from dense_jax.data.mask_folder import MaskFileError, MaskFolder, read_label_png, write_label_png
+from dense_jax.eval import report
 from dense_jax.methods.comus import discovery, pipeline, saliency, self_train
 
 
@@ -102,7 +103,8 @@ def test_smoke_pipeline_end_to_end_and_resume(tmp_path):
     for name in ("iteration0", "iteration1", "iteration2", "kmeans_patch_tokens"):
         assert results[name]["matching"] == "hungarian"
         assert 0.0 <= results[name]["miou"] <= 1.0 and np.isfinite(results[name]["miou"])
-    labels = json.load(open(os.path.join(workdir, "round1.json")))
+    with open(os.path.join(workdir, "round1.json")) as f:
+        labels = json.load(f)
     assert len(labels["positions"]) == config.self_train.limits[1]
     for name in os.listdir(labels["folder"]):
         mask = read_label_png(os.path.join(labels["folder"], name))
@@ -114,7 +116,7 @@ def test_smoke_pipeline_end_to_end_and_resume(tmp_path):
     os.remove(os.path.join(workdir, "round1.json"))
     again = pipeline.run(config, workdir, fit=fit, log=lambda s: None)
     assert again["summary"] == results["summary"]
-    records = [json.loads(line) for line in open(os.path.join(workdir, "round2", "metrics.jsonl"))]
+    records = report.read_jsonl(os.path.join(workdir, "round2", "metrics.jsonl"))
     assert records[-1].get("restart") is not None  # restored, not retrained
     jax.clear_caches()
 
