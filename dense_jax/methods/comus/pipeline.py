@@ -82,15 +82,22 @@ def saliency_stage(config, workdir: str, source, extract: Callable, log) -> dict
     folder = saliency_folder(config, workdir)
     ids, boxes, areas, missing = [], [], [], []
     if cfg.type == "dir":
-        shapes = [(source[i]["id"], source[i]["image"].shape[:2]) for i in range(len(source))]
-        masks, missing = saliency.dir_masks(cfg.dir, shapes, cfg.max_missing_fraction)
+        missing = saliency.missing_masks(
+            folder, (source[i]["id"] for i in range(len(source))), cfg.max_missing_fraction
+        )
         if missing:
-            log(f"saliency: {len(missing)} images have no mask in {cfg.dir} and are skipped: {missing[:10]}")
-        for key, _ in shapes:
-            ids.append(key)
-            mask = masks[key]
-            areas.append(0 if mask is None else int(mask.sum()))
-            boxes.append(None if mask is None else discovery.proposal(mask, cfg.min_area))
+            log(f"saliency: {len(missing)} images have no mask in {folder} and are skipped: {missing[:10]}")
+        skip = set(missing)
+        for i in tqdm(range(len(source)), desc="saliency masks", unit="img"):
+            item = source[i]
+            ids.append(item["id"])
+            if item["id"] in skip:
+                areas.append(0)
+                boxes.append(None)
+                continue
+            mask = saliency.read_mask_png(os.path.join(folder, f"{item['id']}.png"), item["image"].shape[:2])
+            areas.append(int(mask.sum()))
+            boxes.append(discovery.proposal(mask, cfg.min_area))
     else:
         predict = saliency.load_checkpoint_model(cfg) if cfg.type == "checkpoint" else None
         bar = tqdm(total=len(source), desc="saliency", unit="img")

@@ -192,29 +192,21 @@ def read_mask_png(path: str, shape: tuple[int, int] | None = None) -> np.ndarray
     return mask > (127 if mask.max() > 1 else 0)
 
 
-def dir_masks(folder: str, items: Iterable[tuple[str, tuple[int, int]]], max_missing_fraction: float):
-    """``{id: bool mask or None}`` for (id, (H, W)) items from ``<folder>/<id>.png`` and the
-    sorted list of ids without a file; more missing than ``max_missing_fraction`` of the items
-    is one error that counts them and names the first."""
+def missing_masks(folder: str, ids: Iterable[str], max_missing_fraction: float) -> list[str]:
+    """The sorted ids without ``<folder>/<id>.png``; more than ``max_missing_fraction`` of the ids
+    missing is one error that counts them and names the first."""
     folder = os.path.expanduser(folder)
     if not os.path.isdir(folder):
         raise SaliencyError(
             f"saliency.dir={folder!r} is not a folder: put one binary PNG per image there, "
             "named <image id>.png"
         )
-    items = list(items)
-    masks, missing = {}, []
-    for key, shape in items:
-        path = os.path.join(folder, f"{key}.png")
-        if os.path.exists(path):
-            masks[key] = read_mask_png(path, shape)
-        else:
-            masks[key] = None
-            missing.append(key)
-    if len(missing) > max_missing_fraction * len(items):
+    ids = list(ids)
+    missing = sorted(key for key in ids if not os.path.exists(os.path.join(folder, f"{key}.png")))
+    if len(missing) > max_missing_fraction * len(ids):
         raise SaliencyError(
-            f"{len(missing)} of {len(items)} images have no saliency mask in {folder} (e.g. "
+            f"{len(missing)} of {len(ids)} images have no saliency mask in {folder} (e.g. "
             f"{', '.join(missing[:5])}.png), more than saliency.max_missing_fraction="
             f"{max_missing_fraction}"
         )
-    return masks, sorted(missing)
+    return missing

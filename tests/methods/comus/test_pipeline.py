@@ -132,3 +132,32 @@ def test_crop_sampler_with_scale_above_one_falls_back_to_the_whole_image():
     assert area.max() <= 1.0
     whole = np.mean((boxes == (0, 0, 500, 375)).all(axis=1))
     assert 0.12 < whole < 0.18, whole
+
+
+def test_saliency_folder_with_missing_masks_skips_and_lists_them(tmp_path):
+    """Bad input: images without a mask in the folder are counted, listed and get no proposal;
+    a mask of another size stops the stage naming the file."""
+    from PIL import Image
+
+    from dense_jax.eval.features import open_source
+    from dense_jax.methods.comus import scoring
+
+    config = smoke_config()
+    config.saliency.update(dict(type="dir", dir=str(tmp_path / "masks"), max_missing_fraction=0.1))
+    source = open_source(config.data, "train", 12)
+    os.makedirs(tmp_path / "masks")
+    for i in range(len(source)):
+        item = source[i]
+        fg = scoring.comus_gt(item["mask"], config.data)
+        if i != 3:
+            Image.fromarray(((fg != 0) & (fg != 255)).astype(np.uint8) * 255).save(
+                tmp_path / "masks" / f"{item['id']}.png"
+            )
+    logged = []
+    sal = pipeline.saliency_stage(config, str(tmp_path / "run"), source, None, logged.append)
+    assert sal["missing"] == [source[3]["id"]] and sal["boxes"][3] is None and sal["areas"][3] == 0
+    assert "1 images have no mask" in logged[0] and source[3]["id"] in logged[0]
+    assert sum(b is not None for b in sal["boxes"]) >= 9
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(tmp_path / "masks" / f"{source[3]['id']}.png")
+    with pytest.raises(saliency.SaliencyError, match=f"{source[3]['id']}.png is 5x5"):
+        pipeline.saliency_stage(config, str(tmp_path / "run2"), source, None, logged.append)

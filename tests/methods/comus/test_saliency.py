@@ -102,27 +102,24 @@ def _write(folder, key, array):
     Image.fromarray(array).save(folder / f"{key}.png")
 
 
-def test_dir_mode_reads_binary_pngs_and_skips_missing_ones(tmp_path):
+def test_dir_mode_reads_binary_pngs_and_counts_missing_ones(tmp_path):
     mask = np.zeros((10, 12), np.uint8)
     mask[2:5, 3:9] = 255
     _write(tmp_path, "a", mask)
     _write(tmp_path, "b", (mask > 0).astype(np.uint8))  # 0/1 masks work too
-    masks, missing = saliency.dir_masks(
-        str(tmp_path), [("a", (10, 12)), ("b", (10, 12)), ("c", (10, 12))], 0.5
-    )
-    np.testing.assert_array_equal(masks["a"], mask > 0)
-    np.testing.assert_array_equal(masks["b"], mask > 0)
-    assert masks["c"] is None and missing == ["c"]
+    np.testing.assert_array_equal(saliency.read_mask_png(str(tmp_path / "a.png"), (10, 12)), mask > 0)
+    np.testing.assert_array_equal(saliency.read_mask_png(str(tmp_path / "b.png"), (10, 12)), mask > 0)
+    assert saliency.missing_masks(str(tmp_path), ["a", "b", "c"], 0.5) == ["c"]
     with pytest.raises(saliency.SaliencyError, match=r"1 of 3 images have no saliency mask .*c\.png"):
-        saliency.dir_masks(str(tmp_path), [("a", (10, 12)), ("b", (10, 12)), ("c", (10, 12))], 0.1)
+        saliency.missing_masks(str(tmp_path), ["a", "b", "c"], 0.1)
 
 
 def test_dir_mode_names_a_mask_of_the_wrong_size(tmp_path):
     _write(tmp_path, "a", np.zeros((10, 12), np.uint8))
     with pytest.raises(saliency.SaliencyError, match=r"a\.png is 12x10 but its image is 13x10"):
-        saliency.dir_masks(str(tmp_path), [("a", (10, 13))], 0.0)
+        saliency.read_mask_png(str(tmp_path / "a.png"), (10, 13))
     with pytest.raises(saliency.SaliencyError, match="is not a folder"):
-        saliency.dir_masks(str(tmp_path / "nope"), [("a", (10, 13))], 0.0)
+        saliency.missing_masks(str(tmp_path / "nope"), ["a"], 0.0)
 
 
 def _stub_factory(path):
