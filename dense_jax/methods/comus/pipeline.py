@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Callable
 
 import jax
@@ -315,6 +316,18 @@ def discover(config, workdir: str, apply_fn, params, mesh, log: Callable[[str], 
 
 
 # ----------------------------------------------------------------------------- the pipeline
+class _Clock:
+    """Wall seconds of each stage of this run (a cached stage takes about none)."""
+
+    def __init__(self):
+        self.times, self.last = {}, time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.times[name] = round(now - self.last, 1)
+        self.last = now
+
+
 def run(config, workdir: str, fit: Callable, log: Callable[[str], None] = print) -> dict:
     """Every stage in order (module docstring); returns and writes ``results.json``."""
     data, st, ev = config.data, config.self_train, config.evaluation
@@ -327,7 +340,9 @@ def run(config, workdir: str, fit: Callable, log: Callable[[str], None] = print)
     os.makedirs(workdir, exist_ok=True)
     mesh = make_mesh(config.mesh.shape)
     apply_fn, params = backbone(config)
+    clock = _Clock()
     disc_source, sal, disc, round0 = discover(config, workdir, apply_fn, params, mesh, log)
+    clock.lap("discovery (saliency, features, clustering, pseudo-masks)")
     n_prop = int(sum(b is not None for b in sal["boxes"]))
     results = {
         "n_images": len(sal["ids"]),
@@ -336,6 +351,7 @@ def run(config, workdir: str, fit: Callable, log: Callable[[str], None] = print)
         "n_kept": len(round0["positions"]),
     }
     it0, shown = evaluate_pseudo_masks(config, disc_source, sal, round0, config.output.n_show)
+    clock.lap("score iteration 0")
     results["iteration0"] = it0
     summary = _summary("iteration0", it0)
     log(f"iteration 0 (pseudo-masks, {st.splits[0]}): mIoU {100 * it0['miou']:.2f}")
@@ -351,10 +367,12 @@ def run(config, workdir: str, fit: Callable, log: Callable[[str], None] = print)
         seg_config = self_train.segmentation_config(config, r)
         log(f"round {r}: training on {len(train_source)} images of {st.splits[r - 1]}")
         state = fit(seg_config, segmentation, train_source, os.path.join(workdir, f"round{r}"), params)
+        clock.lap(f"train round {r}")
         labeller = self_train.make_labeller(seg_config, mesh, st.batch_size)
         result, shown = evaluate_network(
             config, val, labeller, state, config.output.n_show, f"score round {r}"
         )
+        clock.lap(f"score round {r}")
         results[f"iteration{r}"] = result
         log(f"iteration {r} ({data.val_split}): mIoU {100 * result['miou']:.2f}")
         summary.update(_summary(f"iteration{r}", result))
@@ -362,14 +380,18 @@ def run(config, workdir: str, fit: Callable, log: Callable[[str], None] = print)
         if r < rounds:
             next_source = open_source(data, st.splits[r], st.limits[r])
             previous = label_stage(workdir, r, next_source, labeller, state)
+            clock.lap(f"round {r} labels")
     if ev.kmeans_baseline:
         with jax.set_mesh(mesh):
             results["kmeans_patch_tokens"] = kmeans_baseline(
                 config, val, Extractor(apply_fn, params, mesh, ("patch",))
             )
         summary.update(_summary("kmeans_patch_tokens", results["kmeans_patch_tokens"]))
+        clock.lap("k-means baseline")
     results["summary"] = summary
+    results["wall_time_s"] = clock.times
     _write_json(os.path.join(workdir, "results.json"), {"config": config.to_dict(), "results": results})
     for name, value in summary.items():
         log(f"{name}: {100 * value:.2f}")
+    log(f"wall time per stage (s): {clock.times}")
     return results
