@@ -34,7 +34,7 @@ Commands::
 
   python -m dense_jax.main --config=configs/comus_voc.py --workdir=workdirs/comus_voc \\
       --config.data.root=data/VOCdevkit        # weights: data/weights/dino_deitsmall8_pretrain.pth
-  # CPU demo on the built-in scenes (about 28 min wall on a loaded 2-core machine); numbers in
+  # CPU demo on the built-in scenes (5.5 min wall on a shared 2-core machine, load 7-12); numbers in
   # README.md: attention saliency on the scenes backbone is poor (LOST fg IoU 28 %), so the
   # demo scores about K-means level; with GT foreground masks (type=dir) iteration 0 reaches 23.8
   python -m dense_jax.main --config=configs/comus_voc.py:demo --workdir=workdirs/comus_demo
