@@ -2,8 +2,10 @@
 
     python -m dense_jax.main --config=configs/dino_coco.py:demo --workdir=workdirs/demo
     python -m dense_jax.main --config=configs/dino_coco.py --workdir=DIR --config.data.root=/data/coco
+    python -m dense_jax.main --config=configs/comus_voc.py:demo --workdir=workdirs/comus_demo
 
-Re-running the same command resumes from DIR's latest checkpoint. ``--config.multihost``
+Re-running the same command resumes from DIR's latest checkpoint (a staged pipeline such as
+COMUS resumes at its first missing stage). ``--config.multihost``
 initialises `jax.distributed` (TPU pods, SLURM, ``DENSE_JAX_*`` variables:
 `dense_jax.core.distributed`, launch/README.md) here, never at import.
 """
@@ -49,11 +51,15 @@ def main(argv) -> None:
 
 def train(config, workdir: str) -> None:
     """Train (or resume) ``config`` in ``workdir`` with its periodic evaluations, then print
-    their before/after table: what the CLI runs, callable from Python (the notebooks)."""
+    their before/after table: what the CLI runs, callable from Python (the notebooks). A staged
+    pipeline (COMUS, ``methods.PIPELINES``) drives the trainer itself."""
     from dense_jax import methods
     from dense_jax.eval import periodic
     from dense_jax.train import loop
 
+    if config.method in methods.PIPELINES:
+        methods.pipeline(config.method).run(config, workdir, fit=loop.fit)
+        return
     evals = periodic.from_config(config, workdir, fit=loop.fit)
     loop.train(config, methods.get(config.method), workdir, evals=evals)
     _report_evaluations(workdir)

@@ -15,7 +15,8 @@ from typing import Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from dense_jax.data.palette import PALETTE, colourise
+from dense_jax.data.mask_folder import write_label_png
+from dense_jax.data.palette import colourise
 from dense_jax.eval import metrics
 
 
@@ -58,11 +59,8 @@ def save_panels(
 
 
 def save_indexed_png(path: str, labels: np.ndarray) -> None:
-    """Palette PNG of a uint8 label map (DAVIS toolkit format)."""
-    img = Image.fromarray(np.asarray(labels, np.uint8), mode="P")
-    img.putpalette(PALETTE.ravel().tolist())
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    img.save(path)
+    """Palette PNG of a uint8 label map (DAVIS toolkit format; `mask_folder.write_label_png`)."""
+    write_label_png(path, labels)
 
 
 def supervised_scores(cm, ignore_index: int | None) -> dict:

@@ -40,7 +40,9 @@ CrIBo's order teacher → cluster → bank search → enqueue → student loss r
 one function under ``stop_gradient``; the gradient is taken w.r.t. the student only, so the
 teacher half costs no backward pass either way.
 
-New methods (CrIBo, COMUS self-training) add a module and a config, never a trainer fork.
+New methods (CrIBo, COMUS self-training) add a module and a config, never a trainer fork. COMUS
+as a whole is a staged pipeline (`PIPELINES`) whose self-training rounds are ``segmentation``
+runs of the trainer.
 """
 
 from __future__ import annotations
@@ -57,6 +59,10 @@ METHODS: dict[str, str] = {
     "neco": "dense_jax.methods.neco",
     "segmentation": "dense_jax.methods.segmentation",
 }
+
+# Staged pipelines that call the trainer themselves (``run(config, workdir, fit)``), run by the
+# training CLI in place of one training run.
+PIPELINES: dict[str, str] = {"comus": "dense_jax.methods.comus.pipeline"}
 
 _REQUIRED = ("heads", "init_aux", "loss")
 
@@ -85,3 +91,8 @@ def get(name: str) -> ModuleType:
             f"unknown method {name!r} (config.method); known methods: {', '.join(sorted(METHODS))}"
         )
     return check(importlib.import_module(METHODS[name]))
+
+
+def pipeline(name: str) -> ModuleType:
+    """The staged pipeline registered as `name` (`PIPELINES`)."""
+    return importlib.import_module(PIPELINES[name])
