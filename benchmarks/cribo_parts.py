@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding
 
-from benchmarks.croc_parts import _median_time
+from benchmarks.step_parts import Part, median_ms
 from benchmarks.train_step import emit, load_config, time_steps
 from dense_jax.core import sharding as shd
 from dense_jax.methods import cribo
@@ -31,9 +31,13 @@ from dense_jax.models import build
 from dense_jax.ops import memory_bank
 from dense_jax.ops.clustering import view_centroids
 
+METHOD_OPS = "cribo_ops"  # clustering + bank search, cycle check and enqueue: all of CrIBo's own ops
 
-def parts_times(config, repeats: int) -> tuple[float, float]:
-    """Median seconds of (clustering, bank search + cycle + enqueue) at the step's shapes."""
+
+def method_parts(config) -> dict[str, Part]:
+    """CrIBo's own ops at the step's shapes, on random tokens and the trainer's sharded bank
+    layout: ``clustering`` (`cribo.cluster`), ``bank`` (`cribo.bootstrap` + `memory_bank.enqueue`)
+    and both in one call (`METHOD_OPS`, the GPU suite's "method ops")."""
     c, vit = config.cribo, build.backbone(config.model)
     b, n = config.data.batch_size, (config.crops.global_size // vit.patch_size) ** 2
     mesh, rules = shd.make_mesh(config.mesh.shape), shd.logical_rules(config.mesh.fsdp)
@@ -44,19 +48,26 @@ def parts_times(config, repeats: int) -> tuple[float, float]:
     rows = NamedSharding(mesh, shd.batch_sharding(mesh).spec)
     tokens = jax.device_put(jax.random.normal(k1, (b, 2 * n, vit.embed_dim)), rows)
     positions = jax.device_put(config.crops.global_size * jax.random.uniform(k2, (b, 2, n, 2)), rows)
-    clustered = jax.jit(lambda t, p, k: cribo.cluster(t, p, k, 0, config))
-    clusters = clustered(tokens, positions, k3)
-    objects = jax.jit(view_centroids)(clusters.assign, tokens, clusters.valid)
     ids = jnp.arange(b, dtype=jnp.int32)
+
+    def clustering(tokens, positions, key):
+        return cribo.cluster(tokens, positions, key, 0, config)
 
     def bank_part(bank, objects, valid):
         boot = cribo.bootstrap(bank, objects, valid, c, mesh)
         return boot, memory_bank.enqueue(bank, objects, valid, ids, mesh=mesh)
 
-    bank_fn = jax.jit(bank_part)
-    cluster_s = _median_time(lambda: clustered(tokens, positions, k3), repeats)
-    bank_s = _median_time(lambda: bank_fn(bank, objects, clusters.valid), repeats)
-    return cluster_s, bank_s
+    def both(bank, tokens, positions, key):
+        clusters = clustering(tokens, positions, key)
+        return bank_part(bank, view_centroids(clusters.assign, tokens, clusters.valid), clusters.valid)
+
+    clusters = jax.jit(clustering)(tokens, positions, k3)
+    objects = jax.jit(view_centroids)(clusters.assign, tokens, clusters.valid)
+    return {
+        "clustering": Part(jax.jit(clustering), (tokens, positions, k3)),
+        "bank": Part(jax.jit(bank_part), (bank, objects, clusters.valid)),
+        METHOD_OPS: Part(jax.jit(both), (bank, tokens, positions, k3)),
+    }
 
 
 def main() -> None:
@@ -70,7 +81,8 @@ def main() -> None:
     config = load_config(args.config, args.set)
     config.mesh.shape = (-1, 1)
     step_s = statistics.median(time_steps(config, args.repeats)[1])
-    cluster_s, bank_s = parts_times(config, args.repeats)
+    parts = method_parts(config)
+    cluster_s, bank_s = (median_ms(*parts[k], repeats=args.repeats) / 1e3 for k in ("clustering", "bank"))
     record = {
         "config": args.config,
         "overrides": args.set,
