@@ -60,4 +60,5 @@ def test_every_seed_table_is_listed():
     rows += ["Tab. 2, NeCo", "Tab. 8 (in-context)", "Tab. 1, VOC val", "Tab. 3, COCO val", "Tab. 5"]
     for row in rows:
         assert row in text, row
-    assert text.count("method not yet landed") >= 6
+    for config in ("configs/cribo_coco.py", "configs/cribo_in1k.py", "configs/comus_voc.py"):
+        assert config in text, config  # the methods that landed after the table was written

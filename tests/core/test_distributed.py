@@ -117,11 +117,20 @@ def test_incomplete_and_absent_environments():
     assert distributed.resolve({}).kwargs() == {}
 
 
-def test_no_cluster_is_one_clear_error(monkeypatch):
-    for name in [k for k in os.environ if k.startswith(("SLURM_", "DENSE_JAX_", "JAX_COORDINATOR", "OMPI_"))]:
-        monkeypatch.delenv(name)
-    with pytest.raises(ConfigError, match="no cluster was found"):
-        distributed.initialize()
+def test_no_cluster_is_one_clear_error():
+    """In a fresh process (as the CLI would be): JAX must not have started its backend yet."""
+    prefixes = ("SLURM_", "DENSE_JAX_", "JAX_COORDINATOR", "OMPI_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    code = (
+        "from dense_jax.core import distributed, errors\n"
+        "try:\n    distributed.initialize()\n"
+        "except errors.ConfigError as err:\n    print('ConfigError:', err)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=dict(env, PYTHONPATH=REPO), capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.startswith("ConfigError: --config.multihost=True, but no cluster was found"), out.stdout
 
 
 def _free_port():
