@@ -34,9 +34,10 @@ Commands::
 
   python -m dense_jax.main --config=configs/comus_voc.py --workdir=workdirs/comus_voc \\
       --config.data.root=data/VOCdevkit        # weights: data/weights/dino_deitsmall8_pretrain.pth
-  # CPU demo on the built-in scenes (5.5 min wall on a shared 2-core machine, load 7-12); numbers in
-  # README.md: attention saliency on the scenes backbone is poor (LOST fg IoU 28 %), so the
-  # demo scores about K-means level; with GT foreground masks (type=dir) iteration 0 reaches 23.8
+  # CPU demo on the built-in scenes (5.8 min wall on a shared 2-core machine, load 10-20); numbers in
+  # README.md: LOST on the scenes backbone reaches 40 % fg IoU, and the demo scores 16.3 / 15.2 / 13.7
+  # (iterations 0 / 1 / 2) against K-means' 13.9; with GT foreground masks (type=dir) iteration 0
+  # reaches 23.8
   python -m dense_jax.main --config=configs/comus_voc.py:demo --workdir=workdirs/comus_demo
 
 Variants (``path:a,b`` applies a then b):
@@ -186,7 +187,10 @@ def _demo(c: mlc.ConfigDict) -> None:
             allow_missing=False,
         )
     )
-    c.saliency.update(dict(size=128, batch_size=32))
+    # LOST expands its seed over k = 100 of a VOC image's ~700 tokens (14 %); at 128² (64 tokens)
+    # k = 100 takes every token and the mask covers 59 % of the image. 256² with k = 36 (14 % of
+    # 256 tokens) keeps LOST's proportion: foreground IoU 24 % -> 36 % on 64 train scenes.
+    c.saliency.update(dict(size=256, k_patches=36, batch_size=32))
     c.discovery.update(dict(n_clusters=6, crop_size=96, batch_size=32))
     c.self_train.update(
         dict(
