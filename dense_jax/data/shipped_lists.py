@@ -8,8 +8,13 @@ lists"). These are facts of the datasets, not draws (our own draws are `dense_ja
   ``train_aug`` list of the DeepLab-lineage code the references use (the ids of
   ``SegmentationClassAug`` minus val).
 - ``davis2017/val.txt`` (30 sequences): DAVIS-2017 ``ImageSets/2017/val.txt``.
+- ``hbird_voc/1_div_<d>/trainaug_<d>_<seed>.txt``: Hummingbird's VOC fraction file sets
+  (open-hummingbird-eval ``file_sets/voc``; 80 / 160 / 1,320 ids for d = 128 / 64 / 8, seeds
+  42, 400, 783, 1293, 4019; nested per seed), the lists behind the published Hummingbird
+  numbers. Sorted here (hbird's files are unordered; the protocol uses them as sets).
 
-One id per line, sorted, no duplicates; `SHA256` pins each file.
+One id per line, sorted, no duplicates; `SHIPPED` pins each split file by its SHA-256,
+`HBIRD` each folder of file sets by one over its files.
 
 A reader lists a split from its shipped list when the user's copy is that split: it lists
 some ids (its split file, or the mask folder it derives trainaug from) and all are in the
@@ -36,6 +41,10 @@ SHIPPED = {
 }
 
 
+# group -> (folder of hbird's file sets, the split they draw from, sha256 over the folder)
+HBIRD = {"voc": ("hbird_voc", "trainaug", "0e6892e4dc6a34eb47a252d5ea549a5d60a36deacd9ce222736710f16e528fcf")}
+
+
 def path(group: str, split: str) -> Path:
     return FOLDER / group / f"{split}.txt"
 
@@ -59,3 +68,16 @@ def listing(group: str, split: str, found: Iterable[str]) -> list[str]:
     if shipped is None or not found or not set(found) <= set(shipped):
         return found
     return list(shipped)
+
+
+def folder_sha256(folder: Path) -> str:
+    """SHA-256 over the relative path and bytes of every ``*.txt`` under `folder`, in path order."""
+    digest = hashlib.sha256()
+    for file in sorted(folder.rglob("*.txt")):
+        digest.update(file.relative_to(folder).as_posix().encode() + b"\n" + file.read_bytes())
+    return digest.hexdigest()
+
+
+def hbird_file_sets(group: str) -> Path | None:
+    """The shipped copy of hbird's file-set folder for `group` (``hbird.file_sets`` layout), or None."""
+    return FOLDER / HBIRD[group][0] if group in HBIRD else None

@@ -3,6 +3,7 @@ counts, checksums, format and mutual consistency, and the readers listing a user
 so that an id the copy lacks is a counted missing sample, never a silently smaller split."""
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -80,3 +81,51 @@ def test_davis_copy_missing_a_sequence(tmp_path):
     val = seg.DAVIS2017(davis, "val")
     assert val.ids == ("blackswan",) and len(val.skipped) == 29
     assert "no frames" in dict(val.skipped)["soapbox"]
+
+
+# ---------------------------------------------------------------------------- hbird's file sets
+
+SIZES = {128: 80, 64: 160, 8: 1320}
+
+
+def test_hbird_file_sets_counts_nesting_and_checksum():
+    folder = shipped_lists.hbird_file_sets("voc")
+    name, split, digest = shipped_lists.HBIRD["voc"]
+    assert shipped_lists.folder_sha256(folder) == digest and split == "trainaug"
+    trainaug = set(shipped_lists.load("voc", "trainaug"))
+    for seed in lists.SEEDS:
+        sets = {d: lists.read_ids(folder / f"1_div_{d}" / f"trainaug_{d}_{seed}.txt") for d in SIZES}
+        for d, ids in sets.items():
+            assert len(ids) == SIZES[d] and list(ids) == sorted(set(ids)), (d, seed)
+            assert set(ids) <= trainaug
+        assert set(sets[128]) <= set(sets[64]) <= set(sets[8]), seed  # hbird's sets are nested
+    assert len(list(folder.rglob("*.txt"))) == 15
+
+
+class _Ids:
+    def __init__(self, ids):
+        self.ids = tuple(sorted(ids))
+
+    def __len__(self):
+        return len(self.ids)
+
+
+def test_resolve_file_sets_prefers_the_shipped_sets_on_a_complete_copy(caplog):
+    from dense_jax.eval.retrieval import subsets
+
+    trainaug = shipped_lists.load("voc", "trainaug")
+    folder = str(shipped_lists.hbird_file_sets("voc"))
+    complete = _Ids(trainaug)
+    assert subsets.resolve_file_sets("", "voc", complete) == folder
+    chosen = subsets.file_set_subsets(folder, complete, (1 / 128, 1 / 64, 1 / 8, 1.0), 42)
+    assert {f: len(v) for f, v in chosen.items()} == {1 / 128: 80, 1 / 64: 160, 1 / 8: 1320}
+    assert subsets.resolve_file_sets("draw", "voc", complete) == ""
+    assert subsets.resolve_file_sets("/my/sets", "voc", complete) == "/my/sets"
+    assert subsets.resolve_file_sets("", "scenes", _Ids(["a"])) == ""
+    with caplog.at_level("WARNING"):
+        assert subsets.resolve_file_sets("", "voc", _Ids(["2007_000001", "2007_000002"])) == ""
+        assert caplog.text == ""  # a toy copy: no shipped id, nothing to say
+        used = set(lists.read_ids(Path(folder) / "1_div_128" / "trainaug_128_42.txt"))
+        short = _Ids([i for i in trainaug if i != sorted(used)[0]])
+        assert subsets.resolve_file_sets("", "voc", short) == ""
+    assert "1 ids of the shipped file sets" in caplog.text and sorted(used)[0] in caplog.text
