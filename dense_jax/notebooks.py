@@ -1,6 +1,6 @@
 """The few calls the reproduction notebooks (``notebooks/*.ipynb``) make, so that their cells
-stay short: the mode, the repository root, configs with overrides, evaluation and training
-in the notebook's own process, and PNG display.
+stay short: the mode, the repository root, configs with overrides, evaluation, training and
+staged pipelines in the notebook's own process, and PNG display.
 
 Modes (``DENSE_JAX_NOTEBOOK_MODE``): ``scenes`` runs everything on the built-in procedural
 data and the shipped scenes backbone with nothing downloaded (what CI executes); ``data``
@@ -59,13 +59,17 @@ def config(spec: str, **overrides: Any):
     return c
 
 
+def _clear(workdir: str, fresh: bool) -> None:
+    if fresh and os.path.isdir(workdir):
+        shutil.rmtree(workdir)
+
+
 def evaluate(spec: str, workdir: str, fresh: bool = True, **overrides: Any) -> dict:
     """Run the evaluation config `spec` (with `overrides`) in `workdir`; returns the results
     (``{protocol: {"summary": {...}, ...}}``) after printing the table."""
     from dense_jax import evaluate as cli
 
-    if fresh and os.path.isdir(workdir):
-        shutil.rmtree(workdir)
+    _clear(workdir, fresh)
     return cli.evaluate(config(spec, **overrides), workdir)
 
 
@@ -75,10 +79,23 @@ def train(spec: str, workdir: str, fresh: bool = False, **overrides: Any) -> lis
     from dense_jax import main
     from dense_jax.eval import report
 
-    if fresh and os.path.isdir(workdir):
-        shutil.rmtree(workdir)
+    _clear(workdir, fresh)
     main.train(config(spec, **overrides), workdir)
     return report.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+
+
+def pipeline(spec: str, workdir: str, fresh: bool = False, **overrides: Any) -> dict:
+    """Run the staged pipeline `spec` (COMUS, ``dense_jax.methods.PIPELINES``) in `workdir` as
+    ``python -m dense_jax.main`` does (resuming at its first missing stage, unless `fresh`);
+    returns its ``results.json`` results (``summary`` holds the scores)."""
+    import json
+
+    from dense_jax import main
+
+    _clear(workdir, fresh)
+    main.train(config(spec, **overrides), workdir)
+    with open(os.path.join(workdir, "results.json")) as f:
+        return json.load(f)["results"]
 
 
 def show(*paths: str, width: int | None = None) -> list[str]:

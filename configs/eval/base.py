@@ -169,7 +169,7 @@ def make(protocol: str, dataset: str, arg: str | None = None, variants: dict | N
             query_batch_size=16,
             chunk_size=16384,
             memory_dtype="float32",
-            file_sets="",
+            file_sets="",  # "": hbird's shipped sets on a complete public copy, else draws; "draw"; a folder
         )
     )
     # §4 DAVIS-2017 label propagation (DINO).

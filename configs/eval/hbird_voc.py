@@ -1,8 +1,9 @@
 """Dense NN retrieval (Hummingbird) on Pascal VOC 2012 (evaluation.md §1).
 
-Memory from trainaug subsets 1/128, 1/64, 1/8 (5 seeds, NeCo's class-balanced rule or hbird's
-shipped lists via ``--config.hbird.file_sets=<open-hummingbird-eval>/file_sets/voc``) and the
-full set; M = 10,240,000 patches, E = 2, S = 512 (P = 16; use 504 for P = 14), k = 30,
+Memory from trainaug subsets 1/128, 1/64, 1/8 (5 seeds; hbird's own file sets, shipped in the
+package and used by default on a complete copy of trainaug, or NeCo's class-balanced rule with
+``--config.hbird.file_sets=draw``, or any folder of file sets) and the full set; M = 10,240,000
+patches, E = 2, S = 512 (P = 16; use 504 for P = 14), k = 30,
 T = 0.02, exact k-NN. ``<fraction>_reference`` is hbird's Hungarian number (NeCo Tab. 8, VOC
 1/128, 1/64, 1/8, 1/1): DINO S/16 26.4 / 30.5 / 41.3 / 47.9, CrOC 34.0 / 41.8 / 53.8 / 59.5,
 CrIBo 53.9 / 59.9 / 66.9 / 71.2, DINOv2R S/14 53.0 / 57.9 / 68.2 / 73.8, NeCo S/14 66.5 / 70.3 /

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dense_jax.data import shipped_lists
 from dense_jax.data.segmentation.base import (
     _INDEX_MODES,
     _READ_ERRORS,
@@ -34,7 +35,9 @@ class DAVIS2017(_Source):
     ``reader[i]`` -> {"image": uint8 (T, H, W, 3), "mask": uint8 (T, H, W), "id": sequence,
     "frame_ids": tuple of frame names, "num_objects": N} with frames in sorted file order and
     N = the largest object id in the first annotation (255 = void is not an object). A sequence
-    with any unreadable or mis-sized file is skipped as a whole.
+    with any unreadable or mis-sized file is skipped as a whole. A copy of the public val split
+    is listed by the shipped list (`dense_jax.data.shipped_lists`): a sequence it lacks counts
+    as missing.
     """
 
     name, group, splits = "DAVIS 2017", "davis2017", ("train", "val")
@@ -56,7 +59,7 @@ class DAVIS2017(_Source):
         split_file = davis / "ImageSets" / "2017" / f"{split}.txt"
         _require(self.name, root, [frames_dir, masks_dir, split_file], _DAVIS_HELP)
         entries, skipped = {}, {}
-        for seq in _read_lines(split_file):
+        for seq in shipped_lists.listing(self.group, split, _read_lines(split_file)):
             frames = sorted((frames_dir / seq).glob("*.jpg"))
             if not frames:
                 skipped[seq] = f"no frames in {frames_dir / seq}"

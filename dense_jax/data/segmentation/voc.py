@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dense_jax.data import shipped_lists
 from dense_jax.data.segmentation.base import (
     SegmentationSource,
     _descend,
@@ -63,6 +64,8 @@ class VOCSegmentation(SegmentationSource):
     train/trainaug masks: SegmentationClassAug if present (as the references), else the VOC
     PNG when the image has one, else SBD ``cls/*.mat`` (the order used to build the Aug set).
     val masks: SegmentationClass. `sbd_root` is the directory holding cls/, train.txt, val.txt.
+    A copy of the public splits is listed by the shipped lists (`dense_jax.data.shipped_lists`),
+    so ids it lacks count as missing samples.
     """
 
     name, group, splits = "Pascal VOC 2012", "voc", ("train", "trainaug", "val")
@@ -112,6 +115,7 @@ class VOCSegmentation(SegmentationSource):
                 else [p.stem for p in aug.glob("*.png")]
             )
             names = sorted((set(extra) | set(train)) - set(val))
+        names = shipped_lists.listing(self.group, split, names)  # the public list, if this is it
 
         def mask_path(i):
             voc_png = voc / "SegmentationClass" / f"{i}.png"

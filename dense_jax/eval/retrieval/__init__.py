@@ -19,10 +19,11 @@ Reported per fraction (mean over the seeds when f < 1; the full set once), clear
 - ``reference``: hbird's number: Hungarian matching, mean over all C classes (ADE: /151);
 - ``corrected``: identity mapping (the predictions are supervised), mean over the classes
   present, the ignored class excluded (§9).
-Subsets: hbird's shipped lists (``hbird.file_sets`` = e.g. ``open-hummingbird-eval/file_sets/voc``,
-files ``1_div_<d>/*_<d>_<seed>.txt``), else NeCo's rule as ``python -m dense_jax.prepare`` draws
-it: round(N / d / C_fg) (halves up) distinct images per foreground class for f = 1/d, nested over
-fractions for a seed.
+Subsets (``subsets.resolve_file_sets``): hbird's file sets (``hbird.file_sets`` = a folder of
+``1_div_<d>/*_<d>_<seed>.txt``; by default the package's copy of hbird's VOC sets when the VOC
+trainaug copy holds all their ids), else (or with ``hbird.file_sets="draw"``) NeCo's rule as
+``python -m dense_jax.prepare`` draws it: round(N / d / C_fg) (halves up) distinct images per
+foreground class for f = 1/d, nested over fractions for a seed.
 
 Modules: ``kernels`` (the jitted math), ``subsets``, ``driver`` (``run``, memory, queries),
 ``figures`` (the PNGs); their public names are re-exported here.

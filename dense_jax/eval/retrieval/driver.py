@@ -175,12 +175,13 @@ def run(ctx: F.EvalContext) -> dict:
     patch = ctx.extractor(("patch",)).patch_size(cfg.size)
     val = ctx.dense(data.val_split, size=cfg.size, label_size=None, limit=data.limit_val)
     fg = [c for c in range(data.num_classes) if c not in data.background and c != data.ignore_index]
-    presence = None if cfg.file_sets else subsets.class_presence(train, data.num_classes)
+    file_sets = subsets.resolve_file_sets(cfg.file_sets, data.name, train)
+    presence = None if file_sets else subsets.class_presence(train, data.num_classes)
     runs, shown = {}, None
     for seed in cfg.seeds:
         chosen = (
-            subsets.file_set_subsets(cfg.file_sets, train, cfg.fractions, seed)
-            if cfg.file_sets
+            subsets.file_set_subsets(file_sets, train, cfg.fractions, seed)
+            if file_sets
             else subsets.balanced_subsets(presence, cfg.fractions, seed, fg)
         )
         for f in sorted(cfg.fractions):
@@ -214,6 +215,7 @@ def run(ctx: F.EvalContext) -> dict:
         "runs": runs,
         "n_val": len(val["labels"]),
         "k": cfg.k,
+        "subsets": file_sets or "class-balanced draws (dense_jax.data.lists)",
         "metric_definitions": {
             "reference": "hbird: Hungarian-matched, mean IoU over all C classes (ADE: /151)",
             "corrected": "identity mapping, mean over present classes, ignored class excluded",

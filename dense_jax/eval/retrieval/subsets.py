@@ -4,11 +4,43 @@ class-balanced draw (the one of ``python -m dense_jax.prepare``) and hbird's shi
 from __future__ import annotations
 
 import glob
+import logging
 import os
 
 import numpy as np
 
-from dense_jax.data import lists
+from dense_jax.data import lists, shipped_lists
+
+DRAW = "draw"  # ``hbird.file_sets`` value: always our class-balanced draws
+
+
+def resolve_file_sets(setting: str, group: str, source) -> str:
+    """The file-set folder the fractions come from ("" = our class-balanced draws).
+
+    `setting` (``hbird.file_sets``): a folder is used as given, ``"draw"`` means our draws, and
+    ``""`` (default) prefers the package's copy of hbird's sets (`shipped_lists.HBIRD`) when
+    `source` holds every id they list (a complete copy of the public split), else draws,
+    logging why."""
+    if setting == DRAW:
+        return ""
+    if setting or shipped_lists.hbird_file_sets(group) is None:
+        return setting
+    folder = shipped_lists.hbird_file_sets(group)
+    listed = {i for f in folder.rglob("*.txt") for i in lists.read_ids(f)}
+    ids = set(getattr(source, "ids", None) or (source[i]["id"] for i in range(len(source))))
+    missing = listed - ids
+    if not missing:
+        return str(folder)
+    if listed & ids:  # the public split, but incomplete or limited: the reference sets cannot be used
+        logging.warning(
+            "hbird: %d ids of the shipped file sets (%s) are not in this %s split (e.g. %s); "
+            "using our class-balanced draws",
+            len(missing),
+            folder,
+            group,
+            sorted(missing)[0],
+        )
+    return ""
 
 
 def class_presence(source, num_classes: int) -> list[np.ndarray]:
