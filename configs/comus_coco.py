@@ -16,7 +16,8 @@ Table 4 (the 21 VOC classes on COCO): trained on VOC 31.9, on COCO 28.8 (not a c
 Data differences (dense_jax/data/segmentation/coco.py ``COCO81``): the reference merges the
 instance masks (first annotation wins on overlaps, crowd labelled) and keeps only val images with
 >= 1000 labelled pixels; we read the same classes from the panoptic PNGs (or stuffthingmaps) and
-score all 5000 val images. The code's GT pre-filter of the train list is not applied either.
+apply the val filter when scoring the network (``evaluation.min_labelled_pixels=1000``; results.json
+counts the images left out). The code's GT pre-filter of the train list is not applied.
 Iteration 0 is scored on the discovery split (train2017), not transductively on val.
 
 Commands::
@@ -43,6 +44,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     c = comus_voc.get_config()
     c.data.update(dict(COCO81, val_split="val", limit_val=0))
     c.discovery.n_clusters = 80
+    c.evaluation.min_labelled_pixels = 1000  # the code's val filter (comus.md §7)
     c.self_train.update(
         dict(input_size=256, crop_scale=(0.2, 1.0), epochs=(1,), splits=("train",), limits=(0,))
     )

@@ -135,6 +135,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
         dict(
             match="auto",  # "auto" (Hungarian if K + 1 = C, else majority by IoU) | "hungarian" | "majority"
             kmeans_baseline=False,  # also score K-means of the val patch tokens
+            min_labelled_pixels=0,  # val images with fewer foreground GT pixels are not scored (COCO: 1000)
             kmeans=dict(pca_dim=50, n_iter=100, n_init=5, max_points_per_centroid=256, init="random"),
         )
     )

@@ -309,8 +309,8 @@ class COCO81(COCOThings):
     category, crowd regions labelled) and filters val to images with >= 1000 labelled pixels
     (comus.md §7). Instance polygons need pycocotools, so this reader takes the same pixels from
     the panoptic PNGs (crowd included; overlaps resolved as the panoptic release did) or from the
-    stuffthingmaps (things from the instance masks; stuff and unlabeled -> background); the val
-    filter is not applied.
+    stuffthingmaps (things from the instance masks; stuff and unlabeled -> background). The val
+    filter is the COMUS scorer's (``evaluation.min_labelled_pixels``).
     """
 
     name = "COCO-81"

@@ -4,7 +4,7 @@ on a tiny fake COCO folder, the config, and Table 3's "discovered categories" co
 import numpy as np
 import pytest
 
-from configs import comus_coco
+from configs import comus_coco, comus_voc
 from dense_jax.data import segmentation as seg
 from dense_jax.data.segmentation import coco
 from dense_jax.eval.features import open_source
@@ -51,6 +51,10 @@ def test_config_reads_coco81_and_scores_81_classes(tmp_path):
     c.data.allow_missing = True  # the fake train split has an image without an annotation
     item = open_source(c.data, c.data.val_split)[0]
     np.testing.assert_array_equal(scoring.comus_gt(item["mask"], c.data)[:4, 0], [DOG, PERSON, 0, 0])
+    assert (
+        c.evaluation.min_labelled_pixels == 1000
+        and comus_voc.get_config().evaluation.min_labelled_pixels == 0
+    )
     assert comus_coco.get_config("overcluster30").discovery.n_clusters == 30
 
 

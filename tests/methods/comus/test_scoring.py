@@ -57,3 +57,23 @@ def test_split_class_is_perfect_for_majority_vote_only():
     assert hungarian["per_class_iou"][3] < 1.0
     np.testing.assert_allclose(hungarian["per_class_iou"][1:3], 1.0)
     assert hungarian["per_class_iou"][0] < 1.0  # the unmatched id goes to background (the references)
+
+
+def test_min_labelled_filter_leaves_out_and_counts_small_gt():
+    """COCO parity (comus.md §7): GT with < 5 foreground pixels (void and background excluded) is
+    not scored; the confusion matrix is that of the other images alone."""
+    big = np.zeros((4, 4), np.uint8)
+    big[:2] = 1  # 8 foreground pixels
+    small = np.zeros((4, 4), np.uint8)
+    small[0, :4] = 255
+    small[1, :4] = 2  # 4 foreground pixels, 4 void
+    pred = np.ones((4, 4), np.uint8)
+    scorer, out = _score([pred, pred], [big, small], num_pred=4)
+    assert out["n_images"] == 2 and out["n_below_min_labelled"] == 0
+    filtered = scoring.Scorer(VOC_LIKE, 4, min_labelled=5)
+    for g in (big, small):
+        filtered.add(pred, g)
+    only_big = scoring.Scorer(VOC_LIKE, 4)
+    only_big.add(pred, big)
+    np.testing.assert_array_equal(filtered.acc.cm, only_big.acc.cm)
+    assert filtered.result()["n_images"] == 1 and filtered.result()["n_below_min_labelled"] == 1
