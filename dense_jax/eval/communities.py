@@ -13,7 +13,8 @@ classes by Infomap on a cluster co-occurrence graph (evaluation.md §3c, NeCo/Le
    Groups are renumbered 0..G-1 (Infomap's ids are unbounded); G > #classes is an error (the
    reference's assertion, a failed trial in its Optuna search).
 
-``infomap`` is an optional extra (``pip install 'dense_jax[cbfe]'``); only `detect` needs it.
+``infomap`` is an optional extra (``pip install 'dense_jax[cbfe]'``); only `detect` needs it
+(the CBFE driver checks for it before any work).
 """
 
 from __future__ import annotations
@@ -76,15 +77,20 @@ def edges(adjacency: np.ndarray, weight_threshold: float) -> list[tuple[int, int
     return [(int(s), int(t), float(min(a[s, t], a[t, s]))) for s, t in zip(i, j)]
 
 
-def detect(graph_edges, n_nodes: int, seed: int, markov_time: float, preferred_modules: int) -> np.ndarray:
-    """Infomap's two-level module id per node (0 for nodes in no edge), with the reference's options
-    (undirected, two-level, ``markov_time``, ``preferred_number_of_modules``) through the
-    ``infomap.run`` entry point of infomap >= 2.16."""
+def require_infomap():
+    """The ``infomap`` module, or one ImportError saying how to install it."""
     try:
         import infomap
     except ImportError as e:
         raise ImportError(INFOMAP_MISSING) from e
-    result = infomap.run(
+    return infomap
+
+
+def detect(graph_edges, n_nodes: int, seed: int, markov_time: float, preferred_modules: int) -> np.ndarray:
+    """Infomap's two-level module id per node (0 for nodes in no edge), with the reference's options
+    (undirected, two-level, ``markov_time``, ``preferred_number_of_modules``) through the
+    ``infomap.run`` entry point of infomap >= 2.16."""
+    result = require_infomap().run(
         graph_edges,
         seed=seed,
         two_level=True,

@@ -139,6 +139,8 @@ def relabel(gt: np.ndarray, background, ignore_index: int, num_classes: int) -> 
 def run(ctx: F.EvalContext) -> dict:
     """CBFE masks (train threshold, val masks) and the CBFE segmentation score (§3c)."""
     cfg, data, inp = ctx.config.cbfe, ctx.config.data, ctx.config.input
+    if cfg.community.enabled:
+        communities.require_infomap()  # fail before the features, not after
     size = cfg.label_size
     splits = [
         ctx.dense(split, size=inp.size, label_size=size, limit=limit, kinds=("patch", "attn"))
