@@ -27,7 +27,7 @@ Paper vs code and our substitutions (comus.md §8, §11):
 Seed tables (comus.md §9): Table 1 (VOC val, Hungarian): iteration 0 41.8, iteration 1 45.2,
 iteration 2 47.3; Table 5: k-means 40.8, SC 41.8, +self-training 44.5, +filter 45.2, +2nd
 iteration 47.3; Table 8 (majority vote): 30 clusters 47.4 / 49.0, 50 clusters 45.0 / 48.1;
-Table 3 (COCO, 81 classes) needs a COCO-81 reader this project does not have yet.
+Table 3 (COCO, 81 classes): configs/comus_coco.py.
 Our iteration 0 is scored on the discovery split (train), not transductively on val.
 
 Commands::
@@ -136,6 +136,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
         dict(
             match="auto",  # "auto" (Hungarian if K + 1 = C, else majority by IoU) | "hungarian" | "majority"
             kmeans_baseline=False,  # also score K-means of the val patch tokens
+            min_labelled_pixels=0,  # val images with fewer foreground GT pixels are not scored (COCO: 1000)
             kmeans=dict(pca_dim=50, n_iter=100, n_init=5, max_points_per_centroid=256, init="random"),
         )
     )

@@ -13,10 +13,11 @@ from absl import flags  # noqa: E402
 flags.FLAGS.mark_as_parsed()
 
 
-# Parity tests import their torch references with `pytest.importorskip`. Where the references
-# must be there (CI sets DENSE_JAX_REQUIRE_REFERENCES=1), such a skip is turned into a failure,
-# so that a missing reference can never pass as a silent skip.
-REFERENCES = ("torch", "dinov2", "diffsort")
+# Parity tests import their torch references (and the CBFE community-detection tests the optional
+# `infomap` extra) with `pytest.importorskip`. Where the references must be there (CI sets
+# DENSE_JAX_REQUIRE_REFERENCES=1), such a skip is turned into a failure, so that a missing
+# reference can never pass as a silent skip.
+REFERENCES = ("torch", "dinov2", "diffsort", "infomap")
 
 
 def missing_reference(report) -> str | None:

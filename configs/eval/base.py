@@ -186,7 +186,10 @@ def make(protocol: str, dataset: str, arg: str | None = None, variants: dict | N
             max_ids=16,
         )
     )
-    # §3c CBFE (community detection is not implemented).
+    # §3c CBFE; ``community``: the community-detection step (dense_jax/eval/communities.py, needs the
+    # optional ``infomap`` package), off here and on in configs/eval/cbfe_voc.py. NeCo's published
+    # settings (K_cd 189, wt 0.07, markov time 1.2); Infomap >= 2.16 rejects the reference's seed 0,
+    # so the 10 runs use seeds 1..10.
     c.cbfe = mlc.ConfigDict(
         dict(
             tau=0.65,
@@ -202,6 +205,9 @@ def make(protocol: str, dataset: str, arg: str | None = None, variants: dict | N
             n_init=5,
             max_points_per_centroid=256,
             init="random",
+            community=mlc.ConfigDict(
+                dict(enabled=False, k=189, weight_threshold=0.07, markov_time=1.2, seeds=tuple(range(1, 11)))
+            ),
         )
     )
     # CrOC's joint-view clusters per head (dense_jax/eval/croc_clusters.py; the paper's Fig. A1):
@@ -248,6 +254,7 @@ def demo(c: mlc.ConfigDict) -> None:
     )
     c.davis.update(dict(short_side=96, multiple=32, neighborhood=4, save_masks=False))
     c.cbfe.update(dict(k_fg=24, seeds=3, label_size=32, pca_dim=32, n_iter=50, n_init=3))
+    c.cbfe.community.update(dict(k=24))
 
 
 VARIANTS = {"demo": demo}

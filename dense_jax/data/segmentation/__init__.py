@@ -17,6 +17,7 @@ ADEChallengeData2016, the COCO root, DAVIS), ``ids=`` takes any ids (e.g. hbird'
 | VOCSegmentation | train 1464, trainaug 10582, val 1449 | 21 | VOC2012 + Aug or SBD |
 | COCOThings | train 118287, val 5000 | 12 super-categories | panoptic, or stuffthingmaps |
 | COCOStuff | train 118287, val 5000 | 15 super-categories | pixelmaps, or stuffthingmaps |
+| COCO81 (COMUS) | train 118287, val 5000 | background + 80 things | panoptic, or stuffthingmaps |
 | ADE20K | train 20210, val 2000 | 151, 0 ignored (or 150) | ADEChallengeData2016 |
 | PascalContext | train 4996, val 5104 (MMSeg) | 59 (or 60) | VOC2010 + MMSeg masks |
 | DAVIS2017 | train 60, val 30 sequences | objects 1..N, void 255 | DAVIS-2017 480p |
@@ -43,6 +44,8 @@ from dense_jax.data import lists
 from dense_jax.data.segmentation.ade20k import ADE20K, ADE20K_CLASSES
 from dense_jax.data.segmentation.base import IGNORE_INDEX, SegmentationSource, UnreadableSampleError
 from dense_jax.data.segmentation.coco import (
+    COCO81,
+    COCO81_CLASSES,
     COCO_STUFF_CLASSES,
     COCO_STUFF_IDS,
     COCO_THING_ID_RANGES,
@@ -57,6 +60,8 @@ from dense_jax.data.segmentation.pascal_context import PASCAL_CONTEXT_CLASSES, P
 from dense_jax.data.segmentation.voc import VOC_CLASSES, VOCSegmentation
 
 __all__ = [
+    "COCO81",
+    "COCO81_CLASSES",
     "ADE20K",
     "ADE20K_CLASSES",
     "COCO_STUFF_CLASSES",
@@ -83,6 +88,7 @@ DATASETS = {
     "voc": VOCSegmentation,
     "coco_things": COCOThings,
     "coco_stuff": COCOStuff,
+    "coco81": COCO81,
     "ade20k": ADE20K,
     "pascal_context": PascalContext,
     "davis2017": DAVIS2017,

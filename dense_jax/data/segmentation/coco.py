@@ -103,11 +103,11 @@ def coco_stuff_lut() -> np.ndarray:
     return _make_lut(pairs)
 
 
-def _stuffthingmaps_lut(by_category_id: np.ndarray) -> np.ndarray:
-    """stuffthingmaps store category id - 1 (0..181) with 255 = unlabeled; every id 1..182 is
-    a real category there, so one without a label in `by_category_id` (a thing, for
+def _stuffthingmaps_lut(by_category_id: np.ndarray, unlabeled: int = IGNORE_INDEX) -> np.ndarray:
+    """stuffthingmaps store category id - 1 (0..181) with 255 = unlabeled (-> `unlabeled`); every
+    id 1..182 is a real category there, so one without a label in `by_category_id` (a thing, for
     COCO-Stuff) is ignored."""
-    pairs = [(255, IGNORE_INDEX)] + [
+    pairs = [(255, unlabeled)] + [
         (v, by_category_id[v + 1]) if by_category_id[v + 1] >= 0 else (v, IGNORE_INDEX) for v in range(182)
     ]
     return _make_lut(pairs)
@@ -175,7 +175,7 @@ class _COCOSource(SegmentationSource):
         entries = {p.stem: (p, masks / f"{p.stem}.png") for p in images.glob("*.jpg")}
         skipped = self._load_panoptic(root, split, entries) if source == "panoptic" else {}
         lut = self._category_lut()
-        self._lut = _stuffthingmaps_lut(lut) if source == "stuffthingmaps" else lut
+        self._lut = _stuffthingmaps_lut(lut, lut[0]) if source == "stuffthingmaps" else lut
         self._setup(
             root,
             split,
@@ -274,3 +274,45 @@ class COCOStuff(_COCOSource):
     sources = ("pixelmaps", "stuffthingmaps")
     class_names = COCO_STUFF_CLASSES
     _category_lut = staticmethod(coco_stuff_lut)
+
+
+# COCO's 80 thing categories in category-id order (ids 1..90 without the unused 12, 26, 29, 30,
+# 45, 66, 68, 69, 71, 83): COMUS's COCO classes 1..80, background 0 (comus.md §7, Table 3).
+COCO_UNUSED_IDS = (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)
+COCO_THING_IDS = tuple(i for i in range(1, 91) if i not in COCO_UNUSED_IDS)
+COCO_THING_NAMES = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
+    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
+    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
+    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
+    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
+    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant",
+    "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
+    "teddy bear", "hair drier", "toothbrush",
+)  # fmt: skip
+COCO81_CLASSES = ("background",) + COCO_THING_NAMES
+
+
+def coco81_lut() -> np.ndarray:
+    """COCO category id -> COMUS COCO label: the i-th thing id -> i + 1; unlabeled (0) and stuff
+    (92..200) -> background 0; no ignore label (comus.md §7)."""
+    pairs = [(0, 0)] + [(i, 0) for i in range(92, 201)]
+    return _make_lut(pairs + [(c, k + 1) for k, c in enumerate(COCO_THING_IDS)])
+
+
+class COCO81(COCOThings):
+    """COMUS's COCO: background + the 80 thing categories (81 classes, Table 3), no ignore.
+
+    The reference merges the *instance* masks per category (overlaps keep the first annotation's
+    category, crowd regions labelled) and filters val to images with >= 1000 labelled pixels
+    (comus.md §7). Instance polygons need pycocotools, so this reader takes the same pixels from
+    the panoptic PNGs (crowd included; overlaps resolved as the panoptic release did) or from the
+    stuffthingmaps (things from the instance masks; stuff and unlabeled -> background). The val
+    filter is the COMUS scorer's (``evaluation.min_labelled_pixels``).
+    """
+
+    name = "COCO-81"
+    class_names = COCO81_CLASSES
+    _category_lut = staticmethod(coco81_lut)

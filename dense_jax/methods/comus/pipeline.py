@@ -232,8 +232,11 @@ def evaluate_pseudo_masks(config, source, sal: dict, round0: dict, n_show: int) 
 
 
 def evaluate_network(config, source, labeller, state, n_show: int, desc: str) -> tuple[dict, list]:
-    """A round's network on ``source`` (val): squash, argmax, nearest back to the GT size (§7)."""
-    scorer = scoring.Scorer(config.data, config.discovery.n_clusters + 1)
+    """A round's network on ``source`` (val): squash, argmax, nearest back to the GT size (§7); GT
+    with fewer than ``evaluation.min_labelled_pixels`` foreground pixels is not scored."""
+    scorer = scoring.Scorer(
+        config.data, config.discovery.n_clusters + 1, config.evaluation.min_labelled_pixels
+    )
     shown = []
     for chunk in tqdm(list(_chunks(len(source), labeller.batch_size)), desc=desc, unit="batch"):
         items = [source[i] for i in chunk]

@@ -63,14 +63,23 @@ def foreground_iou(salient: np.ndarray, gt: np.ndarray) -> float:
 
 
 class Scorer:
-    """Accumulates (prediction, GT) pairs of one split and scores them (`scores`)."""
+    """Accumulates (prediction, GT) pairs of one split and scores them (`scores`). With
+    ``min_labelled`` > 0, a pair whose GT has fewer foreground (labelled, non-void) pixels is left
+    out and counted: the reference's COCO val filter (>= 1000 labelled pixels, comus.md §7)."""
 
-    def __init__(self, data, num_pred: int):
-        self.data = data
+    def __init__(self, data, num_pred: int, min_labelled: int = 0):
+        self.data, self.min_labelled = data, min_labelled
         self.acc = metrics.ConfusionAccumulator(num_gt_classes(data), num_pred, ignore_index=255)
+        self.n_scored = self.n_below_min_labelled = 0
 
     def add(self, pred: np.ndarray, gt_mask: np.ndarray) -> None:
-        self.acc.update(pred, comus_gt(gt_mask, self.data))
+        gt = comus_gt(gt_mask, self.data)
+        if self.min_labelled and np.sum((gt != 0) & (gt != 255)) < self.min_labelled:
+            self.n_below_min_labelled += 1
+            return
+        self.acc.update(pred, gt)
+        self.n_scored += 1
 
     def result(self, match: str = "auto") -> dict:
-        return scores(self.acc.cm, match)
+        counts = {"n_images": self.n_scored, "n_below_min_labelled": self.n_below_min_labelled}
+        return {**scores(self.acc.cm, match), **counts}
