@@ -82,12 +82,17 @@ def vits14():
     return model, _state(model)
 
 
-@pytest.fixture(scope="module")
-def vits16():
-    model = _official(16, 224, layerscale=False)
+def dino_v1(patch: int):
+    """(official DINO v1 ViT-S/`patch` at 224, its state dict without DINOv2's mask token)."""
+    model = _official(patch, 224, layerscale=False)
     state = _state(model)
     state.pop("mask_token")  # DINO v1 checkpoints carry no mask token
     return model, state
+
+
+@pytest.fixture(scope="module")
+def vits16():
+    return dino_v1(16)
 
 
 @pytest.mark.parametrize("hw", [(224, 224), (518, 392)])

@@ -15,12 +15,9 @@ pytestmark = pytest.mark.torch
 
 @pytest.fixture(scope="module")
 def vits8():
-    from tests.models.test_weights_parity import _official, _state
+    from tests.models.test_weights_parity import dino_v1
 
-    model = _official(8, 224, layerscale=False)
-    state = _state(model)
-    state.pop("mask_token")  # DINO v1 checkpoints carry no mask token
-    return model, state
+    return dino_v1(8)
 
 
 @pytest.mark.parametrize("hw", [(224, 224), (256, 256)])
