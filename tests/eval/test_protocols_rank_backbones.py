@@ -3,7 +3,7 @@
 The good backbone is ``vit_demo16`` trained *with labels* for 300 steps on the class-blind
 ``hard`` scenes, whose classes a random init cannot read from colour (made once with
 ``benchmarks/scenes_supervised.py --style hard --export``, float16, 3.7 MB; training it inside
-the test cost ~155 of its ~200 CPU seconds, benchmarks/faults.md). Each protocol must score it
+the test took 93 of its 122 s, benchmarks/faults.md). Each protocol must score it
 clearly above random init, so a protocol that ignores its features (or scores every backbone
 alike) fails here. The data are
 pinned (style, size, splits), not taken from the ``:demo`` default, which issue 12 may change.
