@@ -1,7 +1,8 @@
 """Fault-injection campaign: SIGKILL the training CLI at random (seeded) moments, restart it,
 and check that the run ends bitwise equal to an uninterrupted one (issue 18, item 7).
 
-    python benchmarks/faults.py --methods=dino,neco,croc --kills=5 --seed=0
+    python benchmarks/faults.py --methods=dino,neco,croc,cribo --kills=5 --seed=0
+    python benchmarks/faults.py --methods=comus --kills=5 --seed=0     # the staged pipeline
 
 For every method's ``:smoke`` config (``configs/<method>_*.py``) one uninterrupted reference
 run, then for sync and async saves a chain of launches of the same command in one workdir:
@@ -20,6 +21,13 @@ a checkpoint was there (the restart markers of ``metrics.jsonl``) and whether th
 bitwise equal to the reference: the per-array fingerprints of the final checkpoints
 (`dense_jax.train.integrity`) and their data-iterator positions are compared. The last line
 contains "bitwise".
+
+COMUS (``--methods=comus``) is a staged pipeline, not one training run: its stages cache their
+outputs in the workdir and its self-training rounds run on the trainer (saves are sync there).
+Its chain kills each launch but the last at a moment it has not reached yet (a stage's output
+appears: saliency, discovery, round-0 masks; or 1-3 more steps of round 1 or 2 are logged), after
+a random delay of up to 0.5 s, and compares the final ``results.json`` (all but the wall times)
+with the reference's.
 """
 
 from __future__ import annotations
@@ -50,15 +58,16 @@ def smoke_config(method: str) -> str:
 
 
 def _command(method: str, workdir: str, async_save: bool) -> list[str]:
-    return [
+    base = [
         sys.executable,
         "-m",
         "dense_jax.main",
         f"--config={smoke_config(method)}",
         f"--workdir={workdir}",
-        f"--config.ckpt.async_save={async_save}",
-        *OVERRIDES,
     ]
+    if method == "comus":  # the rounds' checkpoint settings live in its self_train section
+        return base
+    return [*base, f"--config.ckpt.async_save={async_save}", *OVERRIDES]
 
 
 def _env() -> dict:
@@ -164,6 +173,67 @@ def chain(method: str, workdir: str, async_save: bool, kills: int, rng: random.R
     return out
 
 
+# COMUS stage outputs in pipeline order (dense_jax/methods/comus/pipeline.py), and its rounds:
+# (metrics of the round's training, the file written once the round is done).
+COMUS_STAGES = ("saliency.json", "discovery.npz", "round0.json")
+COMUS_ROUNDS = (("round1/metrics.jsonl", "round1.json"), ("round2/metrics.jsonl", "results.json"))
+
+
+def _comus_targets(workdir: str, rng: random.Random) -> list[tuple[str, int]]:
+    """Kill moments ahead of the run: (file, step records it must hold; 0 = it exists)."""
+    ahead = [(s, 0) for s in COMUS_STAGES if not os.path.exists(os.path.join(workdir, s))]
+    for metrics, done in COMUS_ROUNDS:
+        if not os.path.exists(os.path.join(workdir, done)):
+            ahead.append((metrics, _steps_logged(os.path.join(workdir, os.path.dirname(metrics)))))
+    return [(path, records + rng.randint(1, 3) if path.endswith(".jsonl") else 0) for path, records in ahead]
+
+
+def _target_reached(workdir: str, target: tuple[str, int]) -> bool:
+    path, records = target
+    if not records:
+        return os.path.exists(os.path.join(workdir, path))
+    return _steps_logged(os.path.join(workdir, os.path.dirname(path))) >= records
+
+
+def _comus_results(workdir: str) -> dict:
+    """results.json without its wall times."""
+    with open(os.path.join(workdir, "results.json")) as f:
+        saved = json.load(f)
+    saved["results"].pop("wall_time_s")
+    return saved
+
+
+def comus_chain(workdir: str, kills: int, rng: random.Random) -> dict:
+    """The staged pipeline's chain (module docstring): kills, restarts, failed restarts."""
+    cmd = _command("comus", workdir, async_save=False)
+    out = {"kills": 0, "restarts": 0, "unreadable": 0, "failed": 0, "fresh": 0, "phases": {}}
+    for launch in range(kills + 1):
+        log_path = os.path.join(workdir, f"launch{launch}.log")
+        ahead = _comus_targets(workdir, rng)
+        target = rng.choice(ahead) if launch < kills and ahead else None
+        delay = rng.uniform(0.0, 0.5)
+        proc = _launch(cmd, log_path)
+        out["restarts"] += launch > 0
+        while target and proc.poll() is None and not _target_reached(workdir, target):
+            time.sleep(0.01)
+        if target and proc.poll() is None:
+            time.sleep(delay)
+            phase = target[0].split("/")[0].split(".")[0] + (
+                f" ({target[1]} step records)" if target[1] else ""
+            )
+            proc.send_signal(signal.SIGKILL)
+            out["kills"] += proc.wait() == -signal.SIGKILL
+            out["phases"][phase] = out["phases"].get(phase, 0) + 1
+        if proc.wait() not in (0, -signal.SIGKILL):
+            out["failed"] += 1
+            with open(log_path) as f:
+                print(
+                    f"  launch {launch} failed (exit {proc.returncode}): {f.read().strip().splitlines()[-1:]}"
+                )
+            break
+    return out
+
+
 def campaign(methods: list[str], kills: int, seed: int, root: str) -> bool:
     """Run the campaign; print the figures; True when every chain ended bitwise equal."""
     rng = random.Random(seed)
@@ -174,13 +244,17 @@ def campaign(methods: list[str], kills: int, seed: int, root: str) -> bool:
         proc = _launch(_command(method, reference, async_save=False), reference + ".log")
         if proc.wait() != 0:
             raise SystemExit(f"{method}: the reference run failed; see {reference}.log")
-        expected = _final(reference)
-        for async_save in (False, True):
-            mode = "async" if async_save else "sync"
+        final = _comus_results if method == "comus" else _final
+        expected = final(reference)
+        for async_save in (False,) if method == "comus" else (False, True):
+            mode = "staged" if method == "comus" else "async" if async_save else "sync"
             workdir = os.path.join(root, method, mode)
             os.makedirs(workdir)
-            out = chain(method, workdir, async_save, kills, rng)
-            equal = out["failed"] == 0 and out["fresh"] == 0 and _final(workdir) == expected
+            if method == "comus":
+                out = comus_chain(workdir, kills, rng)
+            else:
+                out = chain(method, workdir, async_save, kills, rng)
+            equal = out["failed"] == 0 and out["fresh"] == 0 and final(workdir) == expected
             phases = ", ".join(f"{n} in {p}" for p, n in sorted(out["phases"].items()))
             print(
                 f"{method} {mode}: {out['kills']} kills ({phases}), {out['restarts']} restarts, "
@@ -204,7 +278,7 @@ def campaign(methods: list[str], kills: int, seed: int, root: str) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--methods", default="dino,neco,croc", help="comma-separated; configs/<method>_*.py:smoke"
+        "--methods", default="dino,neco,croc,cribo", help="comma-separated; configs/<method>_*.py:smoke"
     )
     parser.add_argument("--kills", type=int, default=5, help="SIGKILLs per method and save mode")
     parser.add_argument("--seed", type=int, default=0)

@@ -92,6 +92,15 @@ MUTANTS = (
         'details["cls_probs"][:, :, first_patch - 1 : -1]',
         "tests/models/test_weights_parity.py::test_every_output_matches_the_official_model",
     ),
+    Mutant(
+        "8g",
+        "evaluation features come from shuffled weights (random-init level, every backbone alike)",
+        "dense_jax/eval/features.py",
+        "self.params = on_mesh(params, mesh)",
+        "self.params = on_mesh(jax.tree.map(lambda a: jax.random.permutation(jax.random.key(0), a.ravel())"
+        ".reshape(a.shape), params), mesh)",
+        "tests/eval/test_protocols_rank_backbones.py",
+    ),
 )
 
 

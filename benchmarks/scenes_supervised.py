@@ -4,9 +4,12 @@ Trains ``vit_demo16`` from scratch together with a linear patch classifier (Adam
 scenes train images and prints val token accuracy and mIoU (labels at the token grid,
 ignore excluded) every ``--every`` steps: how much a tiny ViT learns about the scene
 classes in a CPU-minutes budget when it is *told* the labels. An SSL demo cannot beat it.
-``train`` is also the labelled backbone of ``tests/eval/test_protocols_rank_backbones.py``.
+``--export`` writes the trained backbone (float16, official layout): the labelled backbone of
+``tests/eval/test_protocols_rank_backbones.py`` is made so (300 steps on the ``hard`` scenes).
 
     JAX_PLATFORMS=cpu PYTHONPATH=. python benchmarks/scenes_supervised.py --steps 600 --every 100
+    JAX_PLATFORMS=cpu PYTHONPATH=. python benchmarks/scenes_supervised.py --steps 300 --every 0 \\
+        --style hard --export tests/assets/scenes_vit_demo16_hard_supervised.safetensors
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dense_jax import models
 from dense_jax.data.scenes import NUM_CLASSES, ScenesConfig, render_scene
 from dense_jax.eval import metrics
 from dense_jax.eval.features import eval_item
+from dense_jax.models.registry import variant_config
 
 
 def load(
@@ -99,6 +103,8 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--style", default="learnable", choices=("learnable", "hard"))
+    parser.add_argument("--export", default="", help="write the backbone here (.safetensors, float16)")
     args = parser.parse_args()
     start = time.perf_counter()
 
@@ -109,7 +115,13 @@ def main() -> None:
             flush=True,
         )
 
-    train(args.steps, args.size, args.n_train, args.batch, args.lr, every=args.every, log=log)
+    _, vit = train(
+        args.steps, args.size, args.n_train, args.batch, args.lr, every=args.every, log=log, style=args.style
+    )
+    if args.export:
+        half = jax.tree.map(lambda a: np.asarray(a, np.float16), jax.device_get(vit))
+        models.save_official(half, variant_config("vit_demo16"), args.export)
+        print(f"wrote {args.export} ({time.perf_counter() - start:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks import faults
 
-METHODS = ["dino", "neco", "croc"]
+METHODS = ["dino", "neco", "croc", "cribo"]
 
 
 @pytest.mark.slow
