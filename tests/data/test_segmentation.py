@@ -342,6 +342,24 @@ def test_coco_stuff_and_stuffthingmaps(tmp_path):
         seg.COCOStuff(root, "train", source="panoptic")
 
 
+def test_coco_stuff164k_171_classes_from_stuffthingmaps(tmp_path):
+    """MMSeg's COCO-Stuff-164k order: 80 things by id, then stuff 92..182; the fine stuff names
+    agree with the super-category table (every wall-*, floor-*, ceiling-*, window-* in its group)."""
+    from dense_jax.data.segmentation import coco
+
+    assert len(coco.COCO_STUFF164K_IDS) == len(set(coco.COCO_STUFF164K_IDS)) == 171
+    for group in ("wall", "floor", "ceiling", "window"):
+        prefixed = {i for i in range(92, 183) if coco.COCO_STUFF_NAMES[i - 92].startswith(group + "-")}
+        assert len(prefixed) >= 2 and prefixed <= set(coco.COCO_STUFF_IDS[group]), group
+    lut = coco.coco_stuff164k_lut()
+    assert (lut[list(coco.COCO_UNUSED_IDS)] == -1).all() and lut[0] == 255 and lut[182] == 170
+    val = seg.open_source("coco_stuff164k", "val", _coco(tmp_path / "coco"))
+    assert val.source == "stuffthingmaps" and val.num_classes == 171
+    # stuffthingmaps rows: dog (id 18), person (1), sky-other (157), unlabeled
+    np.testing.assert_array_equal(val[0]["mask"][:4, 0], [16, 0, 80 + 157 - 92, 255])
+    assert val.class_names[80 + 157 - 92] == "sky-other"
+
+
 # ---------------------------------------------------------------------------- ADE20K, Context
 
 

@@ -18,6 +18,7 @@ ADEChallengeData2016, the COCO root, DAVIS), ``ids=`` takes any ids (e.g. hbird'
 | COCOThings | train 118287, val 5000 | 12 super-categories | panoptic, or stuffthingmaps |
 | COCOStuff | train 118287, val 5000 | 15 super-categories | pixelmaps, or stuffthingmaps |
 | COCO81 (COMUS) | train 118287, val 5000 | background + 80 things | panoptic, or stuffthingmaps |
+| COCOStuff164k | train 118287, val 5000 | 171 (80 things + 91 stuff) | stuffthingmaps |
 | ADE20K | train 20210, val 2000 | 151, 0 ignored (or 150) | ADEChallengeData2016 |
 | PascalContext | train 4996, val 5104 (MMSeg) | 59 (or 60) | VOC2010 + MMSeg masks |
 | DAVIS2017 | train 60, val 30 sequences | objects 1..N, void 255 | DAVIS-2017 480p |
@@ -46,11 +47,13 @@ from dense_jax.data.segmentation.base import IGNORE_INDEX, SegmentationSource, U
 from dense_jax.data.segmentation.coco import (
     COCO81,
     COCO81_CLASSES,
+    COCO_STUFF164K_CLASSES,
     COCO_STUFF_CLASSES,
     COCO_STUFF_IDS,
     COCO_THING_ID_RANGES,
     COCO_THINGS_CLASSES,
     COCOStuff,
+    COCOStuff164k,
     COCOThings,
     coco_stuff_lut,
     coco_things_lut,
@@ -62,6 +65,8 @@ from dense_jax.data.segmentation.voc import VOC_CLASSES, VOCSegmentation
 __all__ = [
     "COCO81",
     "COCO81_CLASSES",
+    "COCO_STUFF164K_CLASSES",
+    "COCOStuff164k",
     "ADE20K",
     "ADE20K_CLASSES",
     "COCO_STUFF_CLASSES",
@@ -89,6 +94,7 @@ DATASETS = {
     "coco_things": COCOThings,
     "coco_stuff": COCOStuff,
     "coco81": COCO81,
+    "coco_stuff164k": COCOStuff164k,
     "ade20k": ADE20K,
     "pascal_context": PascalContext,
     "davis2017": DAVIS2017,

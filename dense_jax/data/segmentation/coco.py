@@ -294,6 +294,24 @@ COCO_THING_NAMES = (
 )  # fmt: skip
 COCO81_CLASSES = ("background",) + COCO_THING_NAMES
 
+# COCO-Stuff's 91 stuff categories, ids 92..182 in order (the fine labels behind COCO_STUFF_IDS).
+COCO_STUFF_NAMES = (
+    "banner", "blanket", "branch", "bridge", "building-other", "bush", "cabinet", "cage",
+    "cardboard", "carpet", "ceiling-other", "ceiling-tile", "cloth", "clothes", "clouds", "counter",
+    "cupboard", "curtain", "desk-stuff", "dirt", "door-stuff", "fence", "floor-marble",
+    "floor-other", "floor-stone", "floor-tile", "floor-wood", "flower", "fog", "food-other",
+    "fruit", "furniture-other", "grass", "gravel", "ground-other", "hill", "house", "leaves",
+    "light", "mat", "metal", "mirror-stuff", "moss", "mountain", "mud", "napkin", "net", "paper",
+    "pavement", "pillow", "plant-other", "plastic", "platform", "playingfield", "railing",
+    "railroad", "river", "road", "rock", "roof", "rug", "salad", "sand", "sea", "shelf",
+    "sky-other", "skyscraper", "snow", "solid-other", "stairs", "stone", "straw",
+    "structural-other", "table", "tent", "textile-other", "towel", "tree", "vegetable",
+    "wall-brick", "wall-concrete", "wall-other", "wall-panel", "wall-stone", "wall-tile",
+    "wall-wood", "water-other", "waterdrops", "window-blind", "window-other", "wood",
+)  # fmt: skip
+COCO_STUFF164K_IDS = COCO_THING_IDS + tuple(range(92, 183))
+COCO_STUFF164K_CLASSES = COCO_THING_NAMES + COCO_STUFF_NAMES
+
 
 def coco81_lut() -> np.ndarray:
     """COCO category id -> COMUS COCO label: the i-th thing id -> i + 1; unlabeled (0) and stuff
@@ -316,3 +334,19 @@ class COCO81(COCOThings):
     name = "COCO-81"
     class_names = COCO81_CLASSES
     _category_lut = staticmethod(coco81_lut)
+
+
+def coco_stuff164k_lut() -> np.ndarray:
+    """COCO category id -> COCO-Stuff-164k label: the 171 used categories (80 things in id order,
+    then stuff 92..182) -> 0..170, MMSeg's COCOStuffDataset order; unlabeled (0) -> 255."""
+    return _make_lut([(0, IGNORE_INDEX)] + [(c, k) for k, c in enumerate(COCO_STUFF164K_IDS)])
+
+
+class COCOStuff164k(_COCOSource):
+    """COCO-Stuff-164k: 171 fine classes (80 things + 91 stuff), unlabeled 255, from the
+    stuffthingmaps (CrIBo Table 2's MMSeg protocol, evaluation.md §2c)."""
+
+    name = "COCO-Stuff-164k"
+    sources = ("stuffthingmaps",)
+    class_names = COCO_STUFF164K_CLASSES
+    _category_lut = staticmethod(coco_stuff164k_lut)
