@@ -51,7 +51,7 @@ def knn_timing(memory_rows: int, dim: int, queries: int, k: int, repeats: int) -
         "k": k,
         "queries_timed": queries,
         "compile_and_first_s": round(first_s, 2),
-        "block_s": round(block_s, 4),
+        "block_s": float(f"{block_s:.4g}"),  # 4 significant digits: ms-scale blocks keep their precision
         "tflops": round(2.0 * queries * memory_rows * dim / block_s / 1e12, 2),
         "voc_val_queries": VOC_VAL_QUERIES,
         "voc_full_exact_s": round(block_s * VOC_VAL_QUERIES / queries, 1),
