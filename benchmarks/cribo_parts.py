@@ -15,16 +15,13 @@ trainer's sharded bank layout). Medians of ``--repeats`` calls after the compili
 
 from __future__ import annotations
 
-import argparse
-import statistics
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding
 
-from benchmarks.step_parts import Part, median_ms
-from benchmarks.train_step import emit, load_config, time_steps
+from benchmarks.step_parts import Part, median_ms, parts_cli
+from benchmarks.train_step import emit
 from dense_jax.core import sharding as shd
 from dense_jax.methods import cribo
 from dense_jax.models import build
@@ -71,16 +68,7 @@ def method_parts(config) -> dict[str, Part]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--config", default="configs/cribo_coco.py")
-    parser.add_argument("--set", action="append", default=[], help="key.path=value override")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", default="")
-    args = parser.parse_args()
-
-    config = load_config(args.config, args.set)
-    config.mesh.shape = (-1, 1)
-    step_s = statistics.median(time_steps(config, args.repeats)[1])
+    args, config, step_s = parts_cli("configs/cribo_coco.py")
     parts = method_parts(config)
     cluster_s, bank_s = (median_ms(*parts[k], repeats=args.repeats) / 1e3 for k in ("clustering", "bank"))
     record = {

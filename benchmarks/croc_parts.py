@@ -15,13 +15,10 @@ the first (compiling) one, with ``block_until_ready``. share = clustering / step
 
 from __future__ import annotations
 
-import argparse
-import statistics
-
 import jax
 
-from benchmarks.step_parts import Part, median_ms
-from benchmarks.train_step import emit, load_config, time_steps
+from benchmarks.step_parts import Part, median_ms, parts_cli
+from benchmarks.train_step import emit
 from dense_jax.methods import croc
 from dense_jax.models import build
 
@@ -42,16 +39,7 @@ def method_parts(config) -> dict[str, Part]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--config", default="configs/croc_coco.py")
-    parser.add_argument("--set", action="append", default=[], help="key.path=value override")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", default="")
-    args = parser.parse_args()
-
-    config = load_config(args.config, args.set)
-    config.mesh.shape = (-1, 1)
-    step_s = statistics.median(time_steps(config, args.repeats)[1])
+    args, config, step_s = parts_cli("configs/croc_coco.py")
     cluster_s = median_ms(*method_parts(config)[METHOD_OPS], repeats=args.repeats) / 1e3
     record = {
         "config": args.config,

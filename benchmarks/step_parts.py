@@ -16,6 +16,7 @@ Method-specific ops come from each method's parts module (`benchmarks/neco_parts
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from typing import Any, Callable, NamedTuple
@@ -95,3 +96,19 @@ def optimizer_part(setup: Any, state: Any) -> Part:
         return apply_gradients(setup.config, setup.tx, schedules, state, grads)[:3]
 
     return Part(jax.jit(update), (state, state.params))
+
+
+def parts_cli(default_config: str):
+    """The method-parts scripts' shared command line: (args, config, median step seconds) for
+    ``--config`` (default `default_config`) with its ``--set`` overrides, on a data-only mesh."""
+    from benchmarks.train_step import load_config, time_steps
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", default=default_config)
+    parser.add_argument("--set", action="append", default=[], help="key.path=value override")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", default="")
+    args = parser.parse_args()
+    config = load_config(args.config, args.set)
+    config.mesh.shape = (-1, 1)
+    return args, config, statistics.median(time_steps(config, args.repeats)[1])
