@@ -12,6 +12,9 @@ lists"). These are facts of the datasets, not draws (our own draws are `dense_ja
   (open-hummingbird-eval ``file_sets/voc``; 80 / 160 / 1,320 ids for d = 128 / 64 / 8, seeds
   42, 400, 783, 1293, 4019; nested per seed), the lists behind the published Hummingbird
   numbers. Sorted here (hbird's files are unordered; the protocol uses them as sets).
+- ``hbird_ade/1_div_<d>/training_<d>_<seed>.txt``: Hummingbird's ADE20K fraction file sets
+  (open-hummingbird-eval ``file_sets/ade20k``; 150 / 300 / 2,550 ids of ADE train for
+  d = 128 / 64 / 8, same seeds, nested per seed), sorted likewise.
 
 One id per line, sorted, no duplicates; `SHIPPED` pins each split file by its SHA-256,
 `HBIRD` each folder of file sets by one over its files.
@@ -41,8 +44,12 @@ SHIPPED = {
 }
 
 
-# group -> (folder of hbird's file sets, the split they draw from, sha256 over the folder)
-HBIRD = {"voc": ("hbird_voc", "trainaug", "0e6892e4dc6a34eb47a252d5ea549a5d60a36deacd9ce222736710f16e528fcf")}
+# evaluation dataset name (``data.name``) -> (folder of hbird's file sets, the split they draw
+# from, sha256 over the folder)
+HBIRD = {
+    "voc": ("hbird_voc", "trainaug", "0e6892e4dc6a34eb47a252d5ea549a5d60a36deacd9ce222736710f16e528fcf"),
+    "ade": ("hbird_ade", "train", "697e03f58cc2e8b472c083ed3980282222ae396359989606d4c6dc1ba061b100"),
+}
 
 
 def path(group: str, split: str) -> Path:

@@ -85,19 +85,34 @@ def test_davis_copy_missing_a_sequence(tmp_path):
 
 # ---------------------------------------------------------------------------- hbird's file sets
 
-SIZES = {128: 80, 64: 160, 8: 1320}
+SIZES = {"voc": lists.EXPECTED_FRACTION_SIZES["voc"], "ade": lists.EXPECTED_FRACTION_SIZES["ade20k"]}
 
 
-def test_hbird_file_sets_counts_nesting_and_checksum():
-    folder = shipped_lists.hbird_file_sets("voc")
-    name, split, digest = shipped_lists.HBIRD["voc"]
-    assert shipped_lists.folder_sha256(folder) == digest and split == "trainaug"
-    trainaug = set(shipped_lists.load("voc", "trainaug"))
+def _public_split(name):
+    """The ids of the split hbird's sets of `name` draw from: VOC trainaug (shipped), ADE20K
+    train (ADE_train_00000001 .. ADE_train_00020210, contiguous)."""
+    if name == "voc":
+        return set(shipped_lists.load("voc", "trainaug"))
+    return {f"ADE_train_{i:08d}" for i in range(1, lists.EXPECTED_SIZES["ade20k"]["train"] + 1)}
+
+
+PREFIX = {"voc": "trainaug", "ade": "training"}  # hbird's own file names
+
+
+def _file_set(folder, name, d, seed):
+    return lists.read_ids(folder / f"1_div_{d}" / f"{PREFIX[name]}_{d}_{seed}.txt")
+
+
+@pytest.mark.parametrize("name, split", [("voc", "trainaug"), ("ade", "train")])
+def test_hbird_file_sets_counts_nesting_and_checksum(name, split):
+    folder = shipped_lists.hbird_file_sets(name)
+    assert shipped_lists.HBIRD[name][1:] == (split, shipped_lists.folder_sha256(folder))
+    public = _public_split(name)
     for seed in lists.SEEDS:
-        sets = {d: lists.read_ids(folder / f"1_div_{d}" / f"trainaug_{d}_{seed}.txt") for d in SIZES}
+        sets = {d: _file_set(folder, name, d, seed) for d in SIZES[name]}
         for d, ids in sets.items():
-            assert len(ids) == SIZES[d] and list(ids) == sorted(set(ids)), (d, seed)
-            assert set(ids) <= trainaug
+            assert len(ids) == SIZES[name][d] and list(ids) == sorted(set(ids)), (d, seed)
+            assert set(ids) <= public
         assert set(sets[128]) <= set(sets[64]) <= set(sets[8]), seed  # hbird's sets are nested
     assert len(list(folder.rglob("*.txt"))) == 15
 
@@ -129,3 +144,21 @@ def test_resolve_file_sets_prefers_the_shipped_sets_on_a_complete_copy(caplog):
         short = _Ids([i for i in trainaug if i != sorted(used)[0]])
         assert subsets.resolve_file_sets("", "voc", short) == ""
     assert "1 ids of the shipped file sets" in caplog.text and sorted(used)[0] in caplog.text
+
+
+def test_resolve_file_sets_ade_uses_hbird_sets_on_a_complete_train_copy():
+    """ADE Hummingbird (data.name "ade") takes hbird's ADE sets as VOC takes its VOC sets; the
+    positions it returns are those of the listed ids in the reader's sorted ids."""
+    from dense_jax.eval.retrieval import subsets
+
+    train = _Ids(_public_split("ade"))
+    folder = str(shipped_lists.hbird_file_sets("ade"))
+    assert subsets.resolve_file_sets("", "ade", train) == folder
+    assert subsets.resolve_file_sets("draw", "ade", train) == ""
+    chosen = subsets.file_set_subsets(folder, train, (1 / 128, 1 / 64, 1 / 8, 1.0), 400)
+    assert {f: len(v) for f, v in chosen.items()} == {1 / 128: 150, 1 / 64: 300, 1 / 8: 2550}
+    listed = _file_set(Path(folder), "ade", 128, 400)
+    assert [train.ids[i] for i in chosen[1 / 128]] == list(listed)
+    assert subsets.resolve_file_sets("", "ade", _Ids(["ADE_train_99999999"])) == ""  # a toy copy
+    missing = _Ids(set(train.ids) - {listed[0]})
+    assert subsets.resolve_file_sets("", "ade", missing) == ""  # incomplete copy: our draws

@@ -20,9 +20,9 @@ Reported per fraction (mean over the seeds when f < 1; the full set once), clear
 - ``corrected``: identity mapping (the predictions are supervised), mean over the classes
   present, the ignored class excluded (§9).
 Subsets (``subsets.resolve_file_sets``): hbird's file sets (``hbird.file_sets`` = a folder of
-``1_div_<d>/*_<d>_<seed>.txt``; by default the package's copy of hbird's VOC sets when the VOC
-trainaug copy holds all their ids), else (or with ``hbird.file_sets="draw"``) NeCo's rule as
-``python -m dense_jax.prepare`` draws it: round(N / d / C_fg) (halves up) distinct images per
+``1_div_<d>/*_<d>_<seed>.txt``; by default the package's copy of hbird's VOC / ADE20K sets when
+the VOC trainaug / ADE train copy holds all their ids), else (or with ``hbird.file_sets="draw"``)
+NeCo's rule as ``python -m dense_jax.prepare`` draws it: round(N / d / C_fg) (halves up) distinct images per
 foreground class for f = 1/d, nested over fractions for a seed.
 
 Modules: ``kernels`` (the jitted math), ``subsets``, ``driver`` (``run``, memory, queries),
