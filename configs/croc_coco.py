@@ -26,9 +26,11 @@ Reproduces (teacher backbone, evaluation.md "seed numbers"): CrOC Table 1, linea
 60.6 / 62.7 / 51.7, (IN) 70.6 / 66.1 / 52.6, and the ADE20K MMSeg-style linear decoder
 (`configs/eval/croc_ade_mmseg.py`): (COCO) 23.2, (IN) 28.4; Table 3, K-means K = GT
 (``kmeans.resolution=pixels``): (COCO) 16.1 / 17.2 / 20.0, (COCO+) 20.6 / 17.1 / 21.9;
-DAVIS-17 J&F (COCO) 57.4, (COCO+) 58.4. Also targeted, with numbers not yet copied into
-evaluation.md: Table 2 and the ablations of Table A1 (run with ``--config.croc.<field>=...``;
-the paper's ablations use λ_pos = 3). The clusters as in the paper's Fig. A1:
+DAVIS-17 J&F (COCO) 57.4, (COCO+) 58.4. The released checkpoints score higher on COCO and
+COCO+ (CrOC README: 54.9 / 55.7 / 49.9 and 61.6 / 64.4 / 52.2; the paper's runs had not
+finished 300 epochs). Not recorded: Table 2 (its text is in none of the stored sources
+searched, docs/reproduce.md) and the ablations of Table A1 (run with
+``--config.croc.<field>=...``; the paper's ablations use λ_pos = 3). The clusters as in the paper's Fig. A1:
 `configs/eval/croc_clusters.py`.
 
 Commands (from the repository root)::
