@@ -121,6 +121,27 @@ def test_smoke_pipeline_end_to_end_and_resume(tmp_path):
     jax.clear_caches()
 
 
+@pytest.mark.slow
+def test_demo_beats_kmeans_of_the_same_backbone(tmp_path):
+    """Issue 15's demo check, `configs/comus_voc.py:demo` with seeds 0 and 1 (LOST on the shipped
+    scenes backbone): the last iteration's Hungarian mIoU on val beats K-means of the same
+    backbone's patch tokens by >= 2 points on each seed (measured here 18.40 vs 13.85 and
+    21.39 vs 17.00; the one-device CLI gives 21.43 for seed 1), and LOST's foreground IoU on
+    the discovery split is >= 35 % (39.5)."""
+    from dense_jax.train.loop import fit
+
+    for seed in (0, 1):
+        config = comus_voc.get_config("demo")
+        config.seed = seed
+        results = pipeline.run(config, str(tmp_path / f"seed{seed}"), fit=fit, log=lambda s: None)
+        last = results["summary"]["iteration2_miou"]
+        kmeans = results["summary"]["kmeans_patch_tokens_miou"]
+        print(f"\nseed {seed}: COMUS {100 * last:.2f} vs K-means {100 * kmeans:.2f}")
+        assert last >= kmeans + 0.02, (seed, last, kmeans)
+        assert results["iteration0"]["saliency_fg_iou"] >= 0.35
+    jax.clear_caches()
+
+
 def test_crop_sampler_with_scale_above_one_falls_back_to_the_whole_image():
     """§10.12: scale (0.5, 2) on a 375×500 image: every crop's area fraction is ≤ 1 and about 15 %
     of the draws fall back to the whole image after 10 rejected tries (albumentations 1.2.0)."""
