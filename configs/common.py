@@ -206,3 +206,14 @@ def smoke(c: mlc.ConfigDict, num_examples: int, ckpt_every: int) -> None:
     c.crops.update(dict(global_size=32, n_local=2, local_size=16))
     c.train.update(dict(epochs=2, log_every=1))
     c.ckpt.update(dict(every_steps=ckpt_every, async_save=False))
+
+
+def two_view_smoke(c: mlc.ConfigDict) -> None:
+    """`smoke` for the two-view DINO-based methods (CrOC, CrIBo): 64 scenes, checkpoints every 4
+    steps, no local crops, a small DINO head, the paper's frozen last layer in the first epoch
+    (the tests check it) and no evaluations."""
+    smoke(c, num_examples=64, ckpt_every=4)
+    c.crops.n_local = 0  # smoke adds two locals
+    c.dino.update(dict(out_dim=64, hidden_dim=32, bottleneck_dim=16))
+    c.optim.freeze_last_layer = 1
+    c.evals = mlc.ConfigDict()

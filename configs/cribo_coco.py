@@ -104,12 +104,8 @@ def _demo(c: mlc.ConfigDict) -> None:
 def _smoke(c: mlc.ConfigDict) -> None:
     """The demo in seconds: 2×2 tokens per view (2N = 8), K = 3, a bank of 16 images, groups of 4."""
     _demo(c)
-    common.smoke(c, num_examples=64, ckpt_every=4)
-    c.crops.n_local = 0  # common.smoke adds two locals
-    c.dino.update(dict(out_dim=64, hidden_dim=32, bottleneck_dim=16))
+    common.two_view_smoke(c)
     c.cribo.update(dict(out_dim=32, k=3, queue_size=16, group=4))
-    c.optim.freeze_last_layer = 1  # the paper's: the tests check the frozen first epoch
-    c.evals = mlc.ConfigDict()
 
 
 VARIANTS = {"demo": _demo, "smoke": _smoke}

@@ -12,6 +12,7 @@ that the cross-image loss is on from step 3, four steps from the same initial st
   straight one.
 """
 
+import functools
 import shutil
 
 import flax.linen as nn
@@ -28,13 +29,7 @@ from tests.train.test_trainer import Trainers, first_batches, run_steps
 N_STEPS = 4
 
 
-def sgd_smoke(shape=(1, 1), fsdp=False):
-    c = get_config("smoke")
-    c.mesh.shape = shape
-    c.mesh.fsdp = fsdp
-    c.train.steps_per_epoch = 2
-    parity.sgd_without_warmup(c, lr=0.05)
-    return c
+sgd_smoke = functools.partial(parity.sgd_smoke, get_config, steps_per_epoch=2)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,8 @@ devices:
   images straddle the 8 devices).
 """
 
+import functools
+
 import jax
 import numpy as np
 import pytest
@@ -24,12 +26,7 @@ from tests.train.test_trainer import Trainers, first_batches, run_steps
 N_STEPS = 3
 
 
-def sgd_smoke(shape=(1, 1), fsdp=False):
-    c = get_config("smoke")
-    c.mesh.shape = shape
-    c.mesh.fsdp = fsdp
-    parity.sgd_without_warmup(c, lr=0.05)
-    return c
+sgd_smoke = functools.partial(parity.sgd_smoke, get_config)
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,16 @@ def sgd_without_warmup(config: mlc.ConfigDict, lr: float = SGD_WITHOUT_WARMUP["l
     return config
 
 
+def sgd_smoke(get_config, shape=(1, 1), fsdp=False, lr: float = 0.05, **train) -> mlc.ConfigDict:
+    """A method's ``:smoke`` config (``get_config("smoke")``) on mesh `shape` (FSDP when `fsdp`)
+    under `sgd_without_warmup` at `lr`, with `train` written into ``config.train``. Bind the first
+    argument (``functools.partial``) to get a ``make_config(shape, fsdp)`` for `Trainers`."""
+    config = get_config("smoke")
+    config.mesh.update(dict(shape=shape, fsdp=fsdp))
+    config.train.update(train)
+    return sgd_without_warmup(config, lr=lr)
+
+
 def sgd_without_warmup_flags() -> list[str]:
     """The same edit as command-line overrides of the training CLI."""
     return [f"--config.optim.{key}={value}" for key, value in SGD_WITHOUT_WARMUP.items()]
