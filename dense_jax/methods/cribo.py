@@ -74,12 +74,7 @@ def check_config(config: mlc.ConfigDict, process_count: int, data_devices: int) 
     problems = croc.two_view_problems(config, "CrIBo")
     if not 1 <= c.k <= tokens:
         problems.append(f"cribo.k = {c.k} must be in [1, 2N = {tokens}]")
-    host_batch = config.data.batch_size // process_count
-    if c.group < 1 or host_batch % c.group:
-        problems.append(
-            f"cribo.group = {c.group} must be a positive divisor of the per-host batch {host_batch} "
-            f"(data.batch_size={config.data.batch_size} over {process_count} hosts)"
-        )
+    problems += croc.group_problems("cribo.group", c.group, config, process_count)
     if c.bank_init not in memory_bank.INITS:
         problems.append(f"cribo.bank_init must be one of {memory_bank.INITS}, got {c.bank_init!r}")
     if c.cross_image_norm not in CROSS_IMAGE_NORMS:

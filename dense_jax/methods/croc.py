@@ -82,6 +82,18 @@ def two_view_problems(config: mlc.ConfigDict, name: str) -> list[str]:
     return problems
 
 
+def group_problems(key: str, group: int, config: mlc.ConfigDict, process_count: int) -> list[str]:
+    """[] when `group` (the setting `key`: CrOC's normalisation group, CrIBo's search group)
+    divides each host's share of the batch, else the one problem to report."""
+    host_batch = config.data.batch_size // process_count
+    if group >= 1 and host_batch % group == 0:
+        return []
+    return [
+        f"{key} = {group} must be a positive divisor of the per-host batch {host_batch} "
+        f"(data.batch_size={config.data.batch_size} over {process_count} hosts)"
+    ]
+
+
 def check_config(config: mlc.ConfigDict, process_count: int) -> None:
     """Raise one `MethodConfigError` listing every inconsistent CrOC setting (called at start)."""
     c, crops = config.croc, config.crops
@@ -95,12 +107,7 @@ def check_config(config: mlc.ConfigDict, process_count: int) -> None:
         problems.append(f"croc.k_max must satisfy 2 <= k_max <= k_start = {c.k_start}, got {c.k_max}")
     if c.k_start > 2 * grid * grid:
         problems.append(f"croc.k_start = {c.k_start} exceeds the 2N = {2 * grid * grid} joint tokens")
-    host_batch = config.data.batch_size // process_count
-    if c.norm_group < 1 or host_batch % c.norm_group:
-        problems.append(
-            f"croc.norm_group = {c.norm_group} must be a positive divisor of the per-host batch "
-            f"{host_batch} (data.batch_size={config.data.batch_size} over {process_count} hosts)"
-        )
+    problems += group_problems("croc.norm_group", c.norm_group, config, process_count)
     if problems:
         raise MethodConfigError("bad CrOC config: " + "; ".join(problems))
 
