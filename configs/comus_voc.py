@@ -61,6 +61,20 @@ from configs.eval import base as eval_base
 from dense_jax.models.registry import SCENES_BACKBONE
 
 
+def data_section(dataset: str, limit_val: int) -> mlc.ConfigDict:
+    """``config.data``: the evaluation suite's reader of `dataset` (`configs/eval/base.py`),
+    scored on its val split (the first `limit_val` images; 0 = all), missing files an error."""
+    return mlc.ConfigDict(
+        dict(
+            eval_base.DATASETS[dataset],
+            val_split="val",
+            limit_val=limit_val,
+            image_size=(128, 128),
+            allow_missing=False,
+        )
+    )
+
+
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
     c = mlc.ConfigDict()
     c.method = "comus"
@@ -73,15 +87,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     )
     c.model = mlc.ConfigDict(dict(variant="dino_vits8", dtype="float32", n_last_blocks=1))
     c.mesh = mlc.ConfigDict(dict(shape=(-1, 1)))
-    c.data = mlc.ConfigDict(
-        dict(
-            eval_base.DATASETS["voc"],
-            val_split="val",
-            limit_val=0,
-            image_size=(128, 128),
-            allow_missing=False,
-        )
-    )
+    c.data = data_section("voc", limit_val=0)
     c.saliency = mlc.ConfigDict(
         dict(
             type="attention",  # "dir" | "attention" | "checkpoint"
@@ -182,15 +188,7 @@ def _demo(c: mlc.ConfigDict) -> None:
         "it ships with the package (dense_jax/assets); re-create it with benchmarks/scenes_backbone.py"
     )
     c.model = mlc.ConfigDict(dict(variant="vit_demo16", dtype="float32", n_last_blocks=1))
-    c.data = mlc.ConfigDict(
-        dict(
-            eval_base.DATASETS["scenes"],
-            val_split="val",
-            limit_val=128,
-            image_size=(128, 128),
-            allow_missing=False,
-        )
-    )
+    c.data = data_section("scenes", limit_val=128)
     # LOST expands its seed over k = 100 of a VOC image's ~700 tokens (14 %); at 128² (64 tokens)
     # k = 100 takes every token and the mask covers 59 % of the image. 256² with k = 36 (14 % of
     # 256 tokens) keeps LOST's proportion: foreground IoU 24 % -> 36 % on 64 train scenes.
