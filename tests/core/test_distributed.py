@@ -157,22 +157,23 @@ def test_two_cpu_processes_from_slurm_variables():
             JAX_COORDINATOR_PORT=port,
         )
         env.pop("XLA_FLAGS", None)
+        # stdout apart from stderr: the runtime's logs (stderr, from other threads) cannot then
+        # land inside the worker's JSON line (they did once when the two were merged).
         procs.append(subprocess.Popen([sys.executable, WORKER], cwd=REPO, env=env, text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT))  # fmt: skip
-    outputs = []
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))  # fmt: skip
+    results = []
     try:
         for proc in procs:
-            out, _ = proc.communicate(timeout=300)
-            assert proc.returncode == 0, out[-3000:]
-            outputs.append(out)
+            out, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, (out + err)[-3000:]
+            lines = [line for line in out.splitlines() if line.startswith('{"source"')]
+            assert len(lines) == 1, (out + err)[-3000:]
+            results.append(json.loads(lines[0]))
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate()
-    results = [
-        json.loads(next(line for line in out.splitlines() if line.startswith('{"source"'))) for out in outputs
-    ]
     for rank, r in enumerate(results):
         assert r["source"] == "slurm" and r["coordinator"] == f"localhost:{port}"
         assert (r["process_index"], r["process_count"], r["local_devices"], r["devices"]) == (rank, 2, 4, 8)
