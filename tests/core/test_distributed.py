@@ -158,7 +158,7 @@ def test_two_cpu_processes_from_slurm_variables():
         )
         env.pop("XLA_FLAGS", None)
         # stdout apart from stderr: the runtime's logs (stderr, from other threads) cannot then
-        # land inside the worker's JSON line (they did once when the two were merged).
+        # land inside the worker's JSON line (the likely cause of one CI failure with the two merged).
         procs.append(subprocess.Popen([sys.executable, WORKER], cwd=REPO, env=env, text=True,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE))  # fmt: skip
     results = []
