@@ -1,12 +1,21 @@
-"""Export the shipped scenes backbone: a DINO run's teacher, written in the official layout.
+"""Export a shipped scenes backbone: a DINO run's teacher, written in the official layout.
 
-The package ships ``dense_jax/assets/scenes_vit_demo16_dino.safetensors`` (float16,
-`dense_jax.models.SCENES_BACKBONE`): the DINO teacher of a longer run on the built-in scenes.
-It plays the role DINOv2 plays for the real NeCo: ``configs/neco_dinov2.py:demo`` starts from
-it. Re-create it (benchmarks/scenes.md gives the measured time and scores)::
+The package ships two DINO teachers trained on the built-in scenes (float16, 3.7 MB each):
+
+- ``dense_jax/assets/scenes_vit_demo16_dino.safetensors`` (`dense_jax.models.SCENES_BACKBONE`,
+  1024 steps): the COMUS demo's stand-in for DINO ViT-S/8;
+- ``dense_jax/assets/scenes_vit_demo16_dino_long.safetensors``
+  (`dense_jax.models.SCENES_BACKBONE_LONG`, 3072 steps on 8192 scenes): the NeCo demo's
+  stand-in for DINOv2 (``configs/neco_dinov2.py:demo`` starts from it).
+
+Re-create them (benchmarks/scenes.md and scenes_learnability.md give the times and scores)::
 
     python -m dense_jax.main --config=configs/dino_coco.py:scenes_backbone --workdir=workdirs/scenes_backbone
     PYTHONPATH=. python benchmarks/scenes_backbone.py --workdir=workdirs/scenes_backbone
+    python -m dense_jax.main --config=configs/dino_coco.py:scenes_backbone_long \
+        --workdir=workdirs/scenes_backbone_long
+    PYTHONPATH=. python benchmarks/scenes_backbone.py --workdir=workdirs/scenes_backbone_long \
+        --out=dense_jax/assets/scenes_vit_demo16_dino_long.safetensors
 """
 
 from __future__ import annotations

@@ -31,7 +31,9 @@ Variants (``path:a,b`` applies a then b; see `common.apply_variants`):
   demo   built-in scenes, vit_demo16, 96² globals + 4 × 48² locals, batch 32, 8 epochs of 2048
          scenes (512 steps, about 6 min on a quiet 2-core CPU)
   smoke  demo, then a 2-block ViT on 48² scenes, two 16² locals, 2 epochs (tests, seconds)
-  scenes_backbone  demo, 16 epochs: the run behind the shipped scenes backbone
+  scenes_backbone  demo, 16 epochs: the run behind the shipped SCENES_BACKBONE (COMUS demo)
+  scenes_backbone_long  demo on 8192 scenes, 12 epochs (3072 steps), scored every 512 steps:
+         the run behind the shipped SCENES_BACKBONE_LONG (NeCo demo)
 """
 
 from __future__ import annotations
@@ -142,10 +144,29 @@ def _smoke(c: mlc.ConfigDict) -> None:
 
 
 def _scenes_backbone(c: mlc.ConfigDict) -> None:
-    """The demo recipe, twice as long: the run behind the shipped scenes backbone
-    (`dense_jax.models.SCENES_BACKBONE`, benchmarks/scenes_backbone.py)."""
+    """The demo recipe, twice as long: the run behind `dense_jax.models.SCENES_BACKBONE` (the
+    COMUS demo's backbone; benchmarks/scenes_backbone.py)."""
     _demo(c)
     c.train.epochs = 16
 
 
-VARIANTS = {"demo": _demo, "smoke": _smoke, "scenes_backbone": _scenes_backbone}
+def _scenes_backbone_long(c: mlc.ConfigDict) -> None:
+    """The demo recipe, six times as long, on 8192 scenes (12 epochs, 3072 steps): the run
+    behind `dense_jax.models.SCENES_BACKBONE_LONG` (the NeCo demo's start). The `:demo`
+    protocols score the teacher every 512 steps; they read the teacher and leave the training
+    state alone."""
+    _demo(c)
+    c.data.num_examples = 8192
+    c.train.update(dict(epochs=12, log_every=64))
+    c.ckpt.every_steps = 512
+    common.demo_evaluations(c)
+    for name in c.evals:
+        c.evals[name].every = 512
+
+
+VARIANTS = {
+    "demo": _demo,
+    "smoke": _smoke,
+    "scenes_backbone": _scenes_backbone,
+    "scenes_backbone_long": _scenes_backbone_long,
+}

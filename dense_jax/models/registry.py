@@ -15,11 +15,15 @@ import jax.numpy as jnp
 
 from dense_jax.models.vit import VisionTransformer
 
-# The shipped DINO teacher trained on the built-in scenes (vit_demo16, float16, official
-# layout): the demos' stand-in for DINOv2 (benchmarks/scenes_backbone.py re-creates it).
-SCENES_BACKBONE = os.path.join(
-    os.path.dirname(os.path.dirname(__file__)), "assets", "scenes_vit_demo16_dino.safetensors"
-)
+# The shipped DINO teachers trained on the built-in scenes (vit_demo16, float16, official
+# layout; benchmarks/scenes_backbone.py re-creates them, benchmarks/scenes.md scores them).
+# SCENES_BACKBONE (1024 steps, `dino_coco.py:scenes_backbone`) stands in for DINO ViT-S/8 in
+# the COMUS demo: its CLS attention gives the better LOST saliency. SCENES_BACKBONE_LONG (3072
+# steps on 8192 scenes, `:scenes_backbone_long`) stands in for DINOv2 in the NeCo demo: its
+# patch tokens score higher on K-means and Hummingbird.
+_ASSETS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets")
+SCENES_BACKBONE = os.path.join(_ASSETS, "scenes_vit_demo16_dino.safetensors")
+SCENES_BACKBONE_LONG = os.path.join(_ASSETS, "scenes_vit_demo16_dino_long.safetensors")
 
 _SIZES = {  # embed_dim, depth, heads
     "t": (192, 12, 3),

@@ -82,7 +82,8 @@ def test_optimizer_groups_and_schedules_in_closed_form(trainers):
     total, t = sched.total_steps, 3
     cos = 1.0 + math.cos(math.pi * t / total)
     base = config.optim.lr  # absolute: not scaled by the batch of 8, no warm-up
-    lr, wd, momentum = 0.5 * base * cos, 0.5 + 0.5 * (0.04 - 0.5) * cos, 1.0 - 0.0005 * 0.5 * cos
+    m0 = config.teacher.momentum  # cosine from m0 to 1
+    lr, wd, momentum = 0.5 * base * cos, 0.5 + 0.5 * (0.04 - 0.5) * cos, 1.0 - (1.0 - m0) * 0.5 * cos
     np.testing.assert_allclose(sched.lr(0), base, rtol=1e-6)
     np.testing.assert_allclose(sched.lr(t), lr, rtol=1e-6)
     np.testing.assert_allclose(sched.weight_decay(t), wd, rtol=1e-6)
