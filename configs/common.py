@@ -184,11 +184,12 @@ def apply_variants(c: mlc.ConfigDict, arg: str | None, variants: dict) -> mlc.Co
     return c
 
 
-def demo_evaluations(c: mlc.ConfigDict) -> None:
+def demo_evaluations(c: mlc.ConfigDict, every: int = 0) -> None:
     """Score the teacher with the ``:demo`` linear probe, K-means and Hummingbird before
-    training and at its end; the CLI prints the before/after table (eval/periodic.py)."""
+    training, every ``every`` steps (0: none between) and at its end; the CLI prints the
+    before/after table (eval/periodic.py)."""
     for name in ("linear", "kmeans", "hbird"):
-        c.evals[name] = dict(config=f"configs/eval/{name}_voc.py:demo", every=0, at_start=True)
+        c.evals[name] = dict(config=f"configs/eval/{name}_voc.py:demo", every=every, at_start=True)
 
 
 def demo_schedule(c: mlc.ConfigDict, epochs: int) -> None:

@@ -159,9 +159,7 @@ def _scenes_backbone_long(c: mlc.ConfigDict) -> None:
     c.data.num_examples = 8192
     c.train.update(dict(epochs=12, log_every=64))
     c.ckpt.every_steps = 512
-    common.demo_evaluations(c)
-    for name in c.evals:
-        c.evals[name].every = 512
+    common.demo_evaluations(c, every=512)
 
 
 VARIANTS = {

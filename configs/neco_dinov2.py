@@ -27,7 +27,7 @@ Commands::
   python -m dense_jax.main --config=configs/neco_dinov2.py:vitb14,paper --workdir=workdirs/neco_b14r_224
   # CPU demo on the built-in scenes from the shipped long scenes backbone; prints a
   # before/after table of the :demo linear probe, K-means and Hummingbird; 512 steps, about
-  # 3.5 min on a quiet 2-core CPU, evaluations included
+  # 3 min on a quiet 2-core CPU, evaluations included
   python -m dense_jax.main --config=configs/neco_dinov2.py:demo --workdir=workdirs/neco_demo
 
 Variants (``path:a,b`` applies a then b; see `common.apply_variants`):

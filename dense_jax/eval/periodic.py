@@ -94,11 +94,10 @@ def from_config(
     return evals
 
 
-def before_after(metrics_path: str) -> str:
-    """A table of every ``eval/...`` score (x100) at the first and at the last step that
-    logged evaluations in ``metrics.jsonl`` (resumes included), with the change; "-" where a
-    score was not logged at that step; one column when a single step logged any; "" when no
-    evaluation was logged."""
+def first_and_last(metrics_path: str) -> tuple[int, int, dict[str, float], dict[str, float]] | None:
+    """(first step, last step, its ``eval/...`` scores, its scores) over the steps that logged
+    evaluations in ``metrics.jsonl`` (resumes included; names without the ``eval/`` prefix);
+    None when no evaluation was logged."""
     by_step: dict[int, dict[str, float]] = {}
     with open(metrics_path) as f:
         for line in f:
@@ -107,9 +106,19 @@ def before_after(metrics_path: str) -> str:
             if scores:
                 by_step.setdefault(int(record["step"]), {}).update(scores)
     if not by_step:
-        return ""
+        return None
     start, end = min(by_step), max(by_step)
-    before, after = by_step[start], by_step[end]
+    return start, end, by_step[start], by_step[end]
+
+
+def before_after(metrics_path: str) -> str:
+    """A table of every ``eval/...`` score (x100) at the first and at the last step that
+    logged evaluations (`first_and_last`), with the change; "-" where a score was not logged
+    at that step; one column when a single step logged any; "" when no evaluation was logged."""
+    scores = first_and_last(metrics_path)
+    if scores is None:
+        return ""
+    start, end, before, after = scores
     names = sorted(set(before) | set(after))
     width = max(len(n) for n in names)
     if start == end:
