@@ -58,7 +58,7 @@ import ml_collections as mlc
 
 from configs import common
 from configs.eval import base as eval_base
-from dense_jax.models.registry import SCENES_BACKBONE
+from dense_jax.models.registry import SCENES_BACKBONE, SCENES_BACKBONE_HINT
 
 
 def data_section(dataset: str, limit_val: int) -> mlc.ConfigDict:
@@ -184,9 +184,7 @@ def _demo(c: mlc.ConfigDict) -> None:
     fine-tuned conv decoder fits the noisy pseudo-masks and loses on val (final iteration 13.7 /
     16.4 vs 18.4 / 21.4 with the linear head, seeds 0 / 1; README "COMUS")."""
     c.init_from = SCENES_BACKBONE
-    c.init_from_hint = (
-        "it ships with the package (dense_jax/assets); re-create it with benchmarks/scenes_backbone.py"
-    )
+    c.init_from_hint = SCENES_BACKBONE_HINT
     c.model = mlc.ConfigDict(dict(variant="vit_demo16", dtype="float32", n_last_blocks=1))
     c.data = data_section("scenes", limit_val=128)
     # LOST expands its seed over k = 100 of a VOC image's ~700 tokens (14 %); at 128² (64 tokens)

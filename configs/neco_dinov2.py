@@ -47,7 +47,7 @@ from __future__ import annotations
 import ml_collections as mlc
 
 from configs import common
-from dense_jax.models.registry import SCENES_BACKBONE_LONG
+from dense_jax.models.registry import SCENES_BACKBONE_HINT, SCENES_BACKBONE_LONG
 
 _WEIGHTS = "data/weights/{}_pretrain.pth"
 
@@ -181,9 +181,7 @@ def _demo(c: mlc.ConfigDict) -> None:
     before and after (benchmarks/scenes_learnability.md)."""
     c.model = mlc.ConfigDict(dict(variant="vit_demo16", drop_path_rate=0.1, dtype="float32"))
     c.init_from = SCENES_BACKBONE_LONG
-    c.init_from_hint = (
-        "it ships with the package (dense_jax/assets); re-create it with benchmarks/scenes_backbone.py"
-    )
+    c.init_from_hint = SCENES_BACKBONE_HINT
     common.demo_scenes(c, batch_size=16)
     c.crops.update(dict(global_size=96, local_size=48, n_local=2, jitter=(0.4, 0.4, 0.2, 0.0), gray_p=0.0))
     c.neco.update(dict(hidden_dim=512, out_dim=128, roi_size=4, queue_length=1024))

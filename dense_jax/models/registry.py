@@ -24,6 +24,9 @@ from dense_jax.models.vit import VisionTransformer
 _ASSETS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets")
 SCENES_BACKBONE = os.path.join(_ASSETS, "scenes_vit_demo16_dino.safetensors")
 SCENES_BACKBONE_LONG = os.path.join(_ASSETS, "scenes_vit_demo16_dino_long.safetensors")
+SCENES_BACKBONE_HINT = (  # a config's init_from_hint when it starts from one of them
+    "it ships with the package (dense_jax/assets); re-create it with benchmarks/scenes_backbone.py"
+)
 
 _SIZES = {  # embed_dim, depth, heads
     "t": (192, 12, 3),

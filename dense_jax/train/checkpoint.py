@@ -28,6 +28,7 @@ from dense_jax.train import integrity
 from dense_jax.train.state import TrainState
 
 TRASH = "trash"  # old steps are renamed into it, then deleted (`Checkpointer`)
+KILLED_SAVE = ".orbax-checkpoint-tmp"  # in the name of a step whose save never committed
 
 
 def _state_handler() -> ocp.PyTreeCheckpointHandler:
@@ -104,7 +105,9 @@ class Checkpointer:
       instead of silently starting over;
     - old steps are removed by an atomic rename into ``trash/`` and then deleted, so a kill
       during the cleanup never leaves a half-deleted step in the listing; killed saves
-      (``*.orbax-checkpoint-tmp*``) are removed when the directory is opened;
+      (``*.orbax-checkpoint-tmp*``) are removed when the directory is opened, before it
+      returns (orbax's own removal runs in a thread that ``close`` does not join, and a CLI
+      that exits with an error while it runs prints a traceback at interpreter shutdown);
     - an OSError while writing (full disk) becomes `CheckpointSaveError`, which names the last
       complete step (orbax deletes old steps only after a save has committed).
     """
@@ -125,10 +128,11 @@ class Checkpointer:
                 enable_async_checkpointing=config is not None and config.ckpt.async_save,
                 read_only=read_only,
                 create=not read_only,
-                cleanup_tmp_directories=not read_only,
+                cleanup_tmp_directories=False,  # `_remove_killed_saves`
                 todelete_subdir=None if read_only else TRASH,
             ),
         )
+        self._remove_killed_saves()
         self._empty_trash()
 
     def latest_step(self) -> int | None:
@@ -140,6 +144,13 @@ class Checkpointer:
             return
         for name in os.listdir(trash):
             shutil.rmtree(os.path.join(trash, name), ignore_errors=True)
+
+    def _remove_killed_saves(self) -> None:
+        if self.read_only or jax.process_index() != 0:
+            return
+        for name in os.listdir(self.directory):
+            if KILLED_SAVE in name:
+                shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
     def _save_error(self, err: OSError) -> CheckpointSaveError:
         self.manager.reload()

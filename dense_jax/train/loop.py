@@ -12,6 +12,7 @@ are explained. SIGTERM saves a checkpoint at the next step and returns cleanly.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -275,9 +276,19 @@ def run(
     """
     config = trainer.config
     os.makedirs(workdir, exist_ok=True)
-    data_iter = trainer.data_iterator()
-    ckpt = Checkpointer(os.path.join(workdir, "ckpt"), config)
-    state, origin = restore_or_init(ckpt, config, trainer.init, trainer.shardings, data_iter, backbone)
+    with contextlib.ExitStack() as cleanup:  # also when restoring fails: orbax's threads end
+        ckpt = Checkpointer(os.path.join(workdir, "ckpt"), config)
+        cleanup.callback(ckpt.close)
+        cleanup.callback(ckpt.wait)  # an async save's failure is raised here
+        data_iter = trainer.data_iterator()
+        cleanup.callback(data_iter.close)  # stops grain workers and frees their shared memory
+        state, origin = restore_or_init(ckpt, config, trainer.init, trainer.shardings, data_iter, backbone)
+        return _steps(trainer, workdir, evals, ckpt, data_iter, state, origin)
+
+
+def _steps(trainer: Trainer, workdir: str, evals, ckpt: Checkpointer, data_iter, state, origin: str):
+    """The step loop of `run` from the restored `state`: logs, checkpoints, evaluations, SIGTERM."""
+    config = trainer.config
 
     start = int(jax.device_get(state.step))
     total = Schedules(config).total_steps
@@ -327,9 +338,4 @@ def run(
         bar.close()
         if writes and log.unreadable.files:
             tqdm.write(log.unreadable.summary())
-        data_iter.close()  # stops grain workers and frees their shared memory
-        try:
-            ckpt.wait()  # an async save's failure is raised here
-        finally:
-            ckpt.close()
     return state

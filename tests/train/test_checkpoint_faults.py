@@ -9,6 +9,7 @@ One short run (checkpoints at steps 2, 4 and 6) is made once; each test damages 
 import errno
 import os
 import shutil
+import threading
 
 import flax.linen as nn
 import grain
@@ -205,3 +206,30 @@ def test_full_disk_during_a_save_keeps_the_previous_checkpoint(async_save, run, 
     with context():  # and the run resumes from it to the uninterrupted end
         resumed = jax.device_get(loop.run(trainer, str(tmp_path)))
     assert all(jax.tree.leaves(jax.tree.map(np.array_equal, resumed, final)))
+
+
+def test_a_killed_save_is_removed_when_the_directory_is_opened(run, tmp_path):
+    """A save killed before its commit leaves ``<step>.orbax-checkpoint-tmp-*``: opening the
+    directory removes it (before returning) and the newest committed step is restored."""
+    _, _, pristine, _ = run
+    directory = tmp_path / "ckpt"
+    shutil.copytree(pristine, directory)
+    shutil.copytree(pristine / "6", directory / f"8{checkpoint.KILLED_SAVE}-1764000000")
+    state, origin = _restore(run, directory)
+    assert sorted(os.listdir(directory)) == ["2", "4", "6"]
+    assert int(state.step) == 6 and origin.endswith("step 6"), origin
+
+
+def test_a_failed_restore_closes_the_checkpointer(run, tmp_path, monkeypatch):
+    """`loop.run` closes the checkpointer and the data iterator also when the first state
+    cannot be had (here a missing ``init_from``), so no orbax or grain thread outlives it: a
+    CLI exiting with one error line then prints no traceback at interpreter shutdown."""
+    trainer, context, _, _ = run
+    closed = []
+    monkeypatch.setattr(Checkpointer, "close", lambda self: closed.append(self.directory))
+    monkeypatch.setattr(trainer.config, "init_from", "/nowhere/w.pth")
+    threads = threading.active_count()
+    with context(), pytest.raises(FileNotFoundError, match="/nowhere/w.pth"):
+        loop.run(trainer, str(tmp_path))
+    assert closed == [str(tmp_path / "ckpt")]
+    assert threading.active_count() == threads
