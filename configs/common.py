@@ -105,6 +105,7 @@ def base() -> mlc.ConfigDict:
             max_steps=0,  # > 0: stop after this many steps (iteration-based recipes), else epochs
             log_every=50,
             record_batch_ids=False,  # write batch_ids.<process>.jsonl (reproducibility audits)
+            profile_steps=(0, 0),  # (start, stop): jax.profiler trace of those steps in <workdir>/profile
         )
     )
     c.ckpt = mlc.ConfigDict(dict(every_steps=1000, keep=3, async_save=True))

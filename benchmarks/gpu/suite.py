@@ -54,6 +54,7 @@ import jax  # noqa: E402
 from benchmarks import step_parts, train_step  # noqa: E402
 from benchmarks.gpu import numerics, retrieval_checks  # noqa: E402
 from dense_jax.models import build  # noqa: E402
+from dense_jax.train import observe  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,14 +123,8 @@ def method_parts(config) -> tuple[dict, str | None, str]:
 
 def memory_gib(compiled) -> float | None:
     """Arguments + outputs − aliased + temporaries of a compiled program, GiB."""
-    try:
-        m = compiled.memory_analysis()
-        total = (
-            m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes
-        )
-    except (AttributeError, NotImplementedError, TypeError):
-        return None
-    return round(total / 2**30, 2)
+    total = observe.step_memory_bytes(compiled)
+    return None if total is None else round(total / 2**30, 2)
 
 
 def donated_fraction(setup: train_step.StepSetup, compiled) -> float | None:

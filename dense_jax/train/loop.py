@@ -34,7 +34,7 @@ from dense_jax.core.schedules import Schedules
 from dense_jax.data import pipeline, sources
 from dense_jax.data.unreadable import UnreadableFiles
 from dense_jax.models import build
-from dense_jax.train import optim
+from dense_jax.train import observe, optim
 from dense_jax.train import state as state_lib
 from dense_jax.train.checkpoint import Checkpointer
 from dense_jax.train.restore import restore_or_init
@@ -242,7 +242,7 @@ def train(
     """Train `method` under `config` in `workdir` (resuming what is there); returns the final state."""
     mesh, rules = mesh_and_rules(config)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        return run(build_trainer(config, method, mesh, rules), workdir, evals)
+        return run(build_trainer(config, method, mesh, rules), workdir, evals, announce=True)
 
 
 def fit(
@@ -256,6 +256,14 @@ def fit(
         return run(build_trainer(config, method, mesh, rules, source), workdir, backbone=backbone)
 
 
+def _report_compile(trainer: Trainer, step: int, state, batch: dict, log: _Logger, announce: bool) -> None:
+    """Compile the step for the first batch now, log what it costs and, if `announce`, say it."""
+    report = observe.compile_step(trainer.step, state, batch, trainer.rng)
+    log.write({"step": step, "compiled": report})
+    if announce and log.writes:
+        tqdm.write(observe.describe(report))
+
+
 def _evaluate(evals, step: int, total: int, trainer: Trainer, state, log) -> None:
     """Runs the evaluations due at `step` on the evaluated backbone and logs their scores."""
     due = [ev for ev in evals if ev.due(step, total)]
@@ -266,11 +274,17 @@ def _evaluate(evals, step: int, total: int, trainer: Trainer, state, log) -> Non
 
 
 def run(
-    trainer: Trainer, workdir: str, evals: Sequence[PeriodicEval] = (), backbone: Any = None
+    trainer: Trainer,
+    workdir: str,
+    evals: Sequence[PeriodicEval] = (),
+    backbone: Any = None,
+    announce: bool = False,
 ) -> state_lib.TrainState:
     """Restore or initialise in `workdir`, then step to the end (or to a SIGTERM).
 
     `backbone`: params that replace the fresh init's backbone (when no checkpoint is there).
+    The first step is compiled ahead of time and reported in ``metrics.jsonl``
+    (``{"step", "compiled"}``, `observe.compile_step`); `announce` also prints its line.
     Call inside the mesh/rules context the trainer was built in. The trainer (and its
     compiled step) can serve several runs.
     """
@@ -283,11 +297,14 @@ def run(
         data_iter = trainer.data_iterator()
         cleanup.callback(data_iter.close)  # stops grain workers and frees their shared memory
         state, origin = restore_or_init(ckpt, config, trainer.init, trainer.shardings, data_iter, backbone)
-        return _steps(trainer, workdir, evals, ckpt, data_iter, state, origin)
+        return _steps(trainer, workdir, evals, ckpt, data_iter, state, origin, announce)
 
 
-def _steps(trainer: Trainer, workdir: str, evals, ckpt: Checkpointer, data_iter, state, origin: str):
-    """The step loop of `run` from the restored `state`: logs, checkpoints, evaluations, SIGTERM."""
+def _steps(
+    trainer: Trainer, workdir: str, evals, ckpt: Checkpointer, data_iter, state, origin: str, announce: bool
+):
+    """The step loop of `run` from the restored `state`: logs, checkpoints, evaluations,
+    SIGTERM, the profiler window."""
     config = trainer.config
 
     start = int(jax.device_get(state.step))
@@ -307,6 +324,7 @@ def _steps(trainer: Trainer, workdir: str, evals, ckpt: Checkpointer, data_iter,
     )
     log.bar = bar
     preemption = _Preemption()
+    profile = observe.ProfileWindow(tuple(config.train.profile_steps), os.path.join(workdir, "profile"))
     ids_file = os.path.join(workdir, f"batch_ids.{jax.process_index()}.jsonl")
     try:
         if start == 0:
@@ -318,8 +336,13 @@ def _steps(trainer: Trainer, workdir: str, evals, ckpt: Checkpointer, data_iter,
                 if config.train.record_batch_ids:
                     with open(ids_file, "a") as f:
                         f.write(json.dumps({"step": step, "ids": host_batch["index"].tolist()}) + "\n")
-                state, metrics = trainer.step(state, trainer.device_batch(host_batch), trainer.rng)
+                batch = trainer.device_batch(host_batch)
+                if step == start:
+                    _report_compile(trainer, step, state, batch, log, announce)
+                profile.before(step)
+                state, metrics = trainer.step(state, batch, trainer.rng)
                 done = step + 1
+                profile.after(done, state)
                 log.pending.append((done, metrics))
                 bar.update(1)
                 stop = preemption.reached(ckpt, done)
@@ -334,6 +357,7 @@ def _steps(trainer: Trainer, workdir: str, evals, ckpt: Checkpointer, data_iter,
                         tqdm.write(f"preempted: checkpoint saved at step {done} in {ckpt.directory}")
                     break
     finally:
+        profile.close()
         preemption.restore()
         bar.close()
         if writes and log.unreadable.files:

@@ -172,7 +172,7 @@ def test_learns_the_scene_labels_through_the_trainer(tmp_path, head):
     config = scenes_config(head, steps=48)
     state = loop.train(config, segmentation, str(tmp_path))
     with open(tmp_path / "metrics.jsonl") as f:
-        records = [json.loads(line) for line in f]
+        records = [r for r in map(json.loads, f) if "loss" in r]  # step records
     first, last = records[0], records[-1]
     print(head, [(r["step"], round(r["loss"], 3), round(r["pixel_accuracy"], 3)) for r in records])
     assert last["loss"] < 0.9 * first["loss"]

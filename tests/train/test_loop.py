@@ -158,3 +158,28 @@ def test_nan_stops_without_a_checkpoint_after_it(tmp_path):
     assert match[4] == str(tmp_path / "ckpt")
     assert 1 < nan_step < 16 and good == nan_step - 1
     assert max(_checkpoint_steps(tmp_path)) == good
+
+
+def test_first_step_is_compiled_ahead_reported_and_profiled(tmp_path, capfd):
+    """The step is compiled before step 1 and reported (seconds, parameters per part, XLA's
+    per-device memory) in ``metrics.jsonl`` and, for `loop.train`'s runs, in one printed line;
+    the jitted step then runs that executable (one compilation in all); ``profile_steps``
+    writes a jax.profiler trace of those steps."""
+    config = get_config("smoke")
+    config.train.profile_steps = (1, 3)
+    config.train.epochs = 1
+    mesh, rules = loop.mesh_and_rules(config)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        trainer = loop.build_trainer(config, methods.get(config.method), mesh, rules)
+        state = loop.run(trainer, str(tmp_path), announce=True)
+    (record,) = [r for r in report.read_jsonl(os.path.join(tmp_path, "metrics.jsonl")) if "compiled" in r]
+    compiled = record["compiled"]
+    assert record["step"] == 0 and compiled["compile_s"] > 0
+    sizes = {part: sum(x.size for x in jax.tree.leaves(tree)) for part, tree in state.params.items()}
+    assert compiled["params"] == sizes and sizes["backbone"] > 0 and sizes["head"] > 0
+    state_bytes = sum(x.nbytes for x in jax.tree.leaves(state))  # replicated: all on each device
+    assert state_bytes <= compiled["step_memory_bytes"] < 50 * state_bytes
+    assert trainer.step._cache_size() == 1
+    assert f"step compiled in {compiled['compile_s']:.1f} s; params backbone" in capfd.readouterr().out
+    traces = [f for _, _, files in os.walk(tmp_path / "profile") for f in files if f.endswith(".xplane.pb")]
+    assert len(traces) == 1
