@@ -10,7 +10,9 @@ state, EMA, optimizer, method aux) on device-resident synthetic batches of the c
 shapes: compile seconds, step ms (median of ``--steps`` calls after the first), img/s,
 analytic MFU, the compiled program's memory; and the split, each part jitted on its own
 (`benchmarks/step_parts.py`): teacher forward, student forward + backward, the method's own
-ops (``method_parts`` of `METHOD_PARTS`), optimizer + EMA.
+ops (``method_parts`` of `METHOD_PARTS`), optimizer + EMA; for the ``--trace`` entries (default:
+the first), a jax.profiler trace of 3 steps summed per XLA op (`trace_summary`: where the
+step's time goes, kernel by kernel; 1 step in the dry run).
 
 MFU = model FLOPs / step time / (peak × devices). Model FLOPs (`train_step.model_flops`):
 per image and crop, ViT matmuls 24·T·D² + attention 4·T²·D per block (T tokens incl. CLS
@@ -52,7 +54,7 @@ import traceback  # noqa: E402
 import jax  # noqa: E402
 
 from benchmarks import step_parts, train_step  # noqa: E402
-from benchmarks.gpu import numerics, retrieval_checks  # noqa: E402
+from benchmarks.gpu import numerics, retrieval_checks, trace_summary  # noqa: E402
 from dense_jax.models import build  # noqa: E402
 from dense_jax.train import observe  # noqa: E402
 
@@ -244,6 +246,22 @@ def measure(p: Prepared, steps: int, part_repeats: int, peak_of) -> None:
     r["allocator_peak_gib_so_far"] = allocator_peak_gib()
 
 
+def trace_ops(p: Prepared, steps: int, out: str) -> dict:
+    """`trace_summary.op_times` of `steps` steps of `p`'s compiled step, traced after one
+    untraced step (the trace stays in ``<out>/profile/<entry>`` for a viewer)."""
+    directory = os.path.join(out, "profile", p.entry.name)
+    step = p.compiled["step"]
+    with p.setup.context():
+        state, _ = step(p.setup.init(), p.setup.batch, p.setup.rng)
+        jax.block_until_ready(state)
+        jax.profiler.start_trace(directory)
+        for _ in range(steps):
+            state, _ = step(state, p.setup.batch, p.setup.rng)
+        jax.block_until_ready(state)
+        jax.profiler.stop_trace()
+    return trace_summary.op_times(directory, steps)
+
+
 def _cell(value, fmt="{:.1f}") -> str:
     return "—" if value is None or isinstance(value, str) else fmt.format(value)
 
@@ -302,6 +320,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--budget-s", type=float, default=None, help="default 420 s; dry run: none")
     parser.add_argument("--knn-queries", type=int, default=None, help="default 8192; dry run 64")
     parser.add_argument("--out", default=os.environ.get("OUT") or "out")
+    parser.add_argument(
+        "--trace", nargs="*", default=[ENTRIES[0].name], help="entries whose step ops are traced and summed"
+    )
     args = parser.parse_args(argv)
     dry = args.cpu_dry_run
     steps = args.steps or (2 if dry else 10)
@@ -360,6 +381,8 @@ def main(argv: list[str] | None = None) -> dict:
             else:
                 try:
                     measure(p, steps, part_repeats, peak_of)
+                    if p.entry.name in args.trace and "error" not in p.record:
+                        p.record["trace"] = trace_ops(p, 1 if dry else 3, args.out)
                 except Exception as error:  # noqa: BLE001  (e.g. out of memory: the next entry still runs)
                     traceback.print_exc()
                     p.record["error"] = f"run: {type(error).__name__}: {str(error)[:300]}"

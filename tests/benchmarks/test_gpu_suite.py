@@ -4,6 +4,7 @@ GPU machine has none of them)."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -127,6 +128,11 @@ def test_cpu_dry_run_fills_every_field(tmp_path):
         if config.method in ("neco", "croc"):
             assert 0 < r["method_ops_share"] == pytest.approx(r["method_ops_ms"] / r["step_ms"], rel=0.01)
 
+    traced = by_name[suite.ENTRIES[0].name]["trace"]  # the default --trace entry, one step
+    assert traced["lanes"] == ["/host:CPU"] and traced["ms_per_step"] > 0
+    assert 0 < sum(share for _, _, share in traced["ops"]) <= 1.0001
+    assert all("trace" not in r for r in results["entries"][1:])
+
     assert load_config("configs/neco_dinov2.py", []).data.batch_size == 64  # dry run left it alone
 
     table = out.stdout.strip().splitlines()
@@ -151,3 +157,45 @@ def _vit_flops(vit, size: int, config) -> float:
         h, o = config.neco.hidden_dim, config.neco.out_dim
         flops += 2 * n * (d * h + h * h + h * o)
     return flops
+
+
+def test_trace_summary_sums_self_time_per_op(tmp_path):
+    """Nested op events (a CPU while loop holding its body) count once, as self time; device
+    lanes are preferred to the host's; other events are ignored."""
+    from benchmarks.gpu import trace_summary
+
+    def op(pid, ts, dur, name, tid=1):
+        return {
+            "ph": "X",
+            "pid": pid,
+            "tid": tid,
+            "ts": ts,
+            "dur": dur,
+            "name": name,
+            "args": {"hlo_op": name},
+        }
+
+    events = [
+        {"ph": "M", "pid": 1, "name": "process_name", "args": {"name": "/host:CPU"}},
+        {"ph": "M", "pid": 2, "name": "process_name", "args": {"name": "/device:GPU:0"}},
+        op(1, 0, 1000, "host_op"),
+        op(2, 0, 100, "while.1"),  # holds the two below: self time 100 - 30 - 20 = 50
+        op(2, 10, 30, "fusion.1"),
+        op(2, 50, 20, "fusion.2"),
+        op(2, 200, 30, "fusion.1"),
+        op(2, 0, 40, "fusion.3", tid=2),  # another stream
+        {"ph": "X", "pid": 2, "tid": 1, "ts": 0, "dur": 500, "name": "no hlo_op", "args": {}},
+    ]
+    directory = tmp_path / "plugins" / "profile" / "run"
+    directory.mkdir(parents=True)
+    with gzip.open(directory / "host.trace.json.gz", "wt") as f:
+        json.dump({"traceEvents": events}, f)
+    summary = trace_summary.op_times(str(tmp_path), steps=2)
+    assert summary["lanes"] == ["/device:GPU:0"]
+    assert summary["ms_per_step"] == pytest.approx(0.085)  # (50 + 60 + 20 + 40) µs / 2 steps
+    assert summary["ops"] == [
+        ["fusion.1", 0.03, 0.3529],
+        ["while.1", 0.025, 0.2941],
+        ["fusion.3", 0.02, 0.2353],
+        ["fusion.2", 0.01, 0.1176],
+    ]
