@@ -254,11 +254,10 @@ def trace_ops(p: Prepared, steps: int, out: str) -> dict:
     with p.setup.context():
         state, _ = step(p.setup.init(), p.setup.batch, p.setup.rng)
         jax.block_until_ready(state)
-        jax.profiler.start_trace(directory)
-        for _ in range(steps):
-            state, _ = step(state, p.setup.batch, p.setup.rng)
-        jax.block_until_ready(state)
-        jax.profiler.stop_trace()
+        with jax.profiler.trace(directory):
+            for _ in range(steps):
+                state, _ = step(state, p.setup.batch, p.setup.rng)
+            jax.block_until_ready(state)
     return trace_summary.op_times(directory, steps)
 
 

@@ -138,15 +138,20 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
+    @property
+    def _cleans(self) -> bool:
+        """Whether this process removes leftovers: process 0 of a writable directory."""
+        return not self.read_only and jax.process_index() == 0
+
     def _empty_trash(self) -> None:
         trash = os.path.join(self.directory, TRASH)
-        if self.read_only or jax.process_index() != 0 or not os.path.isdir(trash):
+        if not self._cleans or not os.path.isdir(trash):
             return
         for name in os.listdir(trash):
             shutil.rmtree(os.path.join(trash, name), ignore_errors=True)
 
     def _remove_killed_saves(self) -> None:
-        if self.read_only or jax.process_index() != 0:
+        if not self._cleans:
             return
         for name in os.listdir(self.directory):
             if KILLED_SAVE in name:
